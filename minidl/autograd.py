@@ -1,0 +1,232 @@
+"""Autograd: how minidl computes gradients.
+
+Every op is a ``Function`` with two static methods:
+
+    forward(ctx, *arrays, **params) -> array      compute the result, save what backward needs
+    backward(ctx, grad) -> grad per input          the chain rule: dL/dinput from dL/doutput
+
+``Function.apply`` runs forward on the input tensors' arrays and, when gradients are
+wanted, stores the ``ctx`` (an instance of the Function) as the result's ``grad_fn``.
+The ctx keeps its input tensors, so the results of a computation form a graph that
+points back to the leaves. ``backward(loss)`` walks that graph from the loss to the
+leaves in reverse topological order (each node after every node that uses it) and
+calls each ``backward``; gradients of a tensor used twice are added up.
+
+Three details make it correct in general, and each lives in exactly one place here:
+  * broadcasting is undone: a gradient is summed back to its input's shape (unbroadcast);
+  * in-place changes are caught: a saved array whose tensor changed since forward raises;
+  * the walk is iterative, so a chain of 100,000 ops needs no recursion.
+"""
+import threading
+
+from . import tensor as _tensor
+from .backend import get_backend
+
+# ---------------------------------------------------------------- grad mode
+
+_mode = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_mode, "enabled", True)
+
+
+class _GradMode:
+    """Context manager (and decorator) that switches recording of the graph on or off."""
+
+    enabled = True
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _mode.enabled = self.enabled
+
+    def __exit__(self, *exc):
+        _mode.enabled = self._prev
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """``with no_grad():`` ops record no graph (evaluation, parameter updates)."""
+    enabled = False
+
+
+class enable_grad(_GradMode):
+    """``with enable_grad():`` record the graph again inside a no_grad block."""
+    enabled = True
+
+
+# ---------------------------------------------------------------- in-place safety
+
+class VersionCounter:
+    """Counts in-place changes to an array; tensors that share an array share a counter."""
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+# ---------------------------------------------------------------- Function
+
+class Function:
+    """Base class of every differentiable op. An instance is the op's ``ctx``: its node in the graph."""
+
+    returns_view = False  # True for ops whose result shares memory with the input (reshape, permute, ...)
+
+    def __init__(self, inputs, device):
+        self.inputs = inputs                 # the input tensors: the graph's edges
+        self.device = device                 # forward may change it (Tensor.to)
+        self.backend = get_backend(device)   # the kernels forward and backward call
+        self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        self._saved = ()
+        self._versions = ()
+        self._freed = False
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        """Run the op on tensors; record it in the graph if any input requires grad."""
+        device = inputs[0].device
+        for t in inputs:
+            if t.device != device:
+                devices = ", ".join(f"{tuple(t.shape)} on {t.device!r}" for t in inputs)
+                raise RuntimeError(f"{cls.__name__.lower()}: inputs are on different devices ({devices}); "
+                                   f"move them to one with .to(device)")
+        ctx = cls(inputs, device)
+        out = cls.forward(ctx, *(t.data for t in inputs), **params)
+        requires_grad = is_grad_enabled() and any(ctx.needs_input_grad)
+        result = _tensor.Tensor._make(out, ctx.device, requires_grad)
+        if requires_grad:
+            result.grad_fn = ctx
+            ctx._record_versions(result)
+        if cls.returns_view:
+            result._version_counter = inputs[0]._version_counter
+        return result
+
+    @staticmethod
+    def forward(ctx, *arrays, **params):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    def save_for_backward(self, *arrays):
+        """Keep arrays for backward (inputs, the output or anything computed on the way)."""
+        self._saved = arrays
+
+    def _record_versions(self, out):
+        # A saved array that *is* a tensor's array could be changed in place before
+        # backward runs; remember the tensor's version to notice it.
+        self._versions = [(t._version_counter, t._version_counter.value)
+                          for t in (*self.inputs, out) if any(a is t.data for a in self._saved)]
+
+    @property
+    def saved_arrays(self):
+        for counter, version in self._versions:
+            if counter.value != version:
+                raise RuntimeError(
+                    f"{self.name}: an array it saved for backward was modified in place "
+                    f"(version {counter.value}, expected {version}). Use an out-of-place op "
+                    f"(y = x * 2 instead of x.mul_(2)), or .clone() the tensor before changing it.")
+        return self._saved
+
+    @property
+    def name(self):
+        return type(self).__name__ + "Backward"
+
+    def release(self):
+        """Free what backward needed; the graph cannot be walked through this node again."""
+        self._saved, self.inputs, self._freed = (), (), True
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+# ---------------------------------------------------------------- the backward walk
+
+def unbroadcast(backend, grad, shape):
+    """Sum ``grad`` over the axes broadcasting stretched, so it has ``shape`` again.
+
+    Broadcasting copies a value to many places; the chain rule adds up the
+    gradients of all the copies.
+    """
+    shape = tuple(shape)
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    return backend.reshape(backend.sum(grad, axis=axes, keepdims=True), shape)
+
+
+def topological_order(root):
+    """Tensors that ``root`` depends on (and that require grad), each after all its inputs.
+
+    An iterative depth-first search: a tensor is appended after every tensor below it.
+    """
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        t, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t.grad_fn is not None:
+            if t.grad_fn._freed:
+                raise RuntimeError(
+                    f"backward through {t.grad_fn.name} a second time: the first backward freed the "
+                    f"arrays it saved. Pass retain_graph=True to the first .backward() to keep them.")
+            stack.extend((i, False) for i in t.grad_fn.inputs if i.requires_grad and id(i) not in seen)
+    return order
+
+
+def backward(root, grad=None, retain_graph=False):
+    """Fill ``.grad`` of every leaf that ``root`` depends on with d(root)/d(leaf) (times ``grad``)."""
+    if not root.requires_grad:
+        raise RuntimeError("backward: this tensor does not require grad: none of the tensors it was "
+                           "computed from has requires_grad=True (or it was computed under no_grad())")
+    backend = root.backend
+    if grad is None:
+        if root.numel() != 1:
+            raise RuntimeError(f"backward: the tensor has shape {tuple(root.shape)}, not a single value; "
+                               f"pass a gradient of that shape, y.backward(g), or reduce first: y.sum().backward()")
+        grad = backend.ones(root.shape, root.dtype)
+    else:
+        grad = grad.data if isinstance(grad, _tensor.Tensor) else backend.asarray(grad, root.dtype)
+        if tuple(grad.shape) != tuple(root.shape):
+            raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)} but the tensor has "
+                               f"shape {tuple(root.shape)}; they must match")
+    # The walk runs each node's backward with that node's own backend (a graph may span devices).
+
+    grads = {id(root): grad}
+    for t in reversed(topological_order(root)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        if t.grad_fn is None or t._retains_grad:
+            t._accumulate_grad(g)
+        fn = t.grad_fn
+        if fn is None:
+            continue
+        input_grads = fn.backward(fn, g)
+        backend = fn.backend
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for inp, ig in zip(fn.inputs, input_grads):
+            if ig is None or not inp.requires_grad:
+                continue
+            ig = unbroadcast(backend, ig, inp.shape)
+            if ig.dtype != inp.dtype:
+                ig = backend.astype(ig, inp.dtype)
+            prev = grads.get(id(inp))
+            grads[id(inp)] = ig if prev is None else backend.add(prev, ig)
+        if not retain_graph:
+            fn.release()

@@ -1,0 +1,364 @@
+"""The reference kernels: every computation minidl does, in short, readable numpy.
+
+This file is the ground truth. The C++ kernels (csrc/cpu, bound in cpu.py) and the
+CUDA kernels (csrc/cuda) each have a function here under the same name, and the
+tests compare them on random shapes. Set ``MINIDL_KERNELS=numpy`` to run every op
+with these kernels only.
+
+Kernels take and return plain arrays; they know nothing about autograd. A backend
+is a namespace of such functions (see backend/__init__.py): ops call
+``ctx.backend.<name>(...)`` and never import numpy themselves.
+"""
+import math
+
+import numpy as np
+
+name = "numpy"
+xp = np  # the array module: numpy here, cupy on the GPU
+
+
+# ---------------------------------------------------------------- arrays and copies
+
+def asarray(data, dtype=None):
+    return np.asarray(data, dtype=dtype)
+
+
+def to_numpy(a):
+    return np.asarray(a)
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype):
+    return np.ones(shape, dtype=dtype)
+
+
+def full(shape, value, dtype):
+    return np.full(shape, value, dtype=dtype)
+
+
+def arange(start, stop, step, dtype):
+    return np.arange(start, stop, step, dtype=dtype)
+
+
+def copy(a):
+    return np.array(a, copy=True)
+
+
+def astype(a, dtype):
+    return a.astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------- elementwise
+# numpy broadcasts these for us; undoing the broadcast in backward is autograd's job.
+
+add, sub, mul, div, neg, power = np.add, np.subtract, np.multiply, np.true_divide, np.negative, np.power
+exp, log, sqrt, abs, sign, tanh = np.exp, np.log, np.sqrt, np.abs, np.sign, np.tanh
+maximum, minimum, where, clip = np.maximum, np.minimum, np.where, np.clip
+equal, not_equal, less, less_equal, greater, greater_equal = (
+    np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal)
+logical_and, logical_or, logical_not = np.logical_and, np.logical_or, np.logical_not
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x), computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    """The error function, elementwise (numpy has none; math.erf is exact)."""
+    return np.asarray(_erf(x), dtype=x.dtype)
+
+
+# ---------------------------------------------------------------- reductions
+
+def sum(x, axis=None, keepdims=False):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    return np.min(x, axis=axis, keepdims=keepdims)
+
+
+def argmax(x, axis=None, keepdims=False):
+    return np.argmax(x, axis=axis, keepdims=keepdims)
+
+
+def argmin(x, axis=None, keepdims=False):
+    return np.argmin(x, axis=axis, keepdims=keepdims)
+
+
+def softmax(x, axis):
+    """e^(x - max) / sum e^(x - max): subtracting the max keeps exp from overflowing."""
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def logsumexp(x, axis, keepdims=False):
+    """log sum e^x = m + log sum e^(x - m), with m the max (finite even for huge x)."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def log_softmax(x, axis):
+    return x - logsumexp(x, axis, keepdims=True)
+
+
+# ---------------------------------------------------------------- shapes and indexing
+
+def reshape(x, shape):
+    return np.reshape(x, shape)
+
+
+def transpose(x, axes):
+    return np.transpose(x, axes)
+
+
+def broadcast_to(x, shape):
+    return np.broadcast_to(x, shape)
+
+
+def concatenate(arrays, axis):
+    return np.concatenate(arrays, axis=axis)
+
+
+def pad(x, widths, value=0):
+    """widths: one (before, after) pair per axis."""
+    return np.pad(x, widths, constant_values=value)
+
+
+def getitem(x, index):
+    return x[index]
+
+
+def index_add(out, index, values):
+    """out[index] += values, adding repeated indices once each (a scatter-add), in place."""
+    np.add.at(out, index, values)
+    return out
+
+
+def gather(x, axis, index):
+    """out[i][j] = x[i][index[i][j]] for axis=1 (torch.gather)."""
+    return np.take_along_axis(x, index, axis=axis)
+
+
+def scatter_add(shape, axis, index, values):
+    """The backward of gather: zeros(shape), then out[i][index[i][j]] += values[i][j]."""
+    out = np.zeros(shape, dtype=values.dtype)
+    where = list(np.indices(index.shape, sparse=True))
+    where[axis] = index
+    np.add.at(out, tuple(where), values)
+    return out
+
+
+def embedding(weight, ids):
+    """Row lookup: out[...] = weight[ids[...]]."""
+    return weight[ids]
+
+
+def embedding_backward(grad, ids, num_embeddings):
+    """Scatter-add each output row's gradient into the row it was read from."""
+    dweight = np.zeros((num_embeddings, grad.shape[-1]), dtype=grad.dtype)
+    np.add.at(dweight, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+    return dweight
+
+
+# ---------------------------------------------------------------- matmul
+
+def matmul(a, b):
+    """(..., M, K) @ (..., K, N) -> (..., M, N); batch dims broadcast. 2*M*N*K FLOPs per batch."""
+    return np.matmul(a, b)
+
+
+# ---------------------------------------------------------------- convolution via im2col
+# A convolution is a matmul in disguise: gather every input patch that a kernel
+# window covers into a column (im2col), and the convolution becomes
+# weight (O, C*kh*kw) @ columns (C*kh*kw, OH*OW). The backward passes are two more
+# matmuls, and col2im adds the patch gradients back where the patches came from.
+
+def conv_out_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col(x, kernel, stride, padding, dilation, pad_value=0):
+    """(N, C, H, W) -> (N, C, kh*kw, OH*OW): [n, c, window offset, output pixel]."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    N, C, H, W = x.shape
+    OH, OW = conv_out_size(H, kh, sh, ph, dh), conv_out_size(W, kw, sw, pw, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
+    cols = np.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            cols[:, :, i, j] = xp[:, :, top:top + sh * (OH - 1) + 1:sh, left:left + sw * (OW - 1) + 1:sw]
+    return cols.reshape(N, C, kh * kw, OH * OW)
+
+
+def col2im(cols, x_shape, kernel, stride, padding, dilation):
+    """The adjoint of im2col: add every column entry back onto the pixel it was copied from."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    N, C, H, W = x_shape
+    OH, OW = conv_out_size(H, kh, sh, ph, dh), conv_out_size(W, kw, sw, pw, dw)
+    cols = cols.reshape(N, C, kh, kw, OH, OW)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            xp[:, :, top:top + sh * (OH - 1) + 1:sh, left:left + sw * (OW - 1) + 1:sw] += cols[:, :, i, j]
+    return xp[:, :, ph:ph + H, pw:pw + W]
+
+
+def _group_cols(x, kernel, stride, padding, dilation, groups):
+    """im2col, split by group: (N, G, C/G*kh*kw, OH*OW)."""
+    cols = im2col(x, kernel, stride, padding, dilation)
+    N, C, KK, L = cols.shape
+    return cols.reshape(N, groups, C // groups * KK, L)
+
+
+def conv2d(x, w, stride, padding, dilation, groups):
+    """out[n, o] = sum over c, i, j of w[o, c, i, j] * x[n, c, s*y + d*i - p, s*x + d*j - p].
+
+    x: (N, C, H, W), w: (O, C/groups, kh, kw) -> (N, O, OH, OW).
+    FLOPs: 2 * N * O * OH * OW * (C/groups) * kh * kw.
+    """
+    N, O = x.shape[0], w.shape[0]
+    kernel = w.shape[2:]
+    cols = _group_cols(x, kernel, stride, padding, dilation, groups)       # (N, G, CKK, L)
+    wg = w.reshape(groups, O // groups, -1)                                # (G, O/G, CKK)
+    out = np.matmul(wg, cols)                                              # (N, G, O/G, L)
+    OH = conv_out_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0])
+    return out.reshape(N, O, OH, -1)
+
+
+def conv2d_backward_data(grad, w, x_shape, stride, padding, dilation, groups):
+    """dL/dx: columns = w^T @ grad, then col2im."""
+    N, O = grad.shape[:2]
+    wg = w.reshape(groups, O // groups, -1)                                # (G, O/G, CKK)
+    g = grad.reshape(N, groups, O // groups, -1)                           # (N, G, O/G, L)
+    cols = np.matmul(wg.transpose(0, 2, 1), g)                             # (N, G, CKK, L)
+    C = x_shape[1]
+    cols = cols.reshape(N, C, -1, g.shape[-1])
+    return col2im(cols, x_shape, w.shape[2:], stride, padding, dilation)
+
+
+def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
+    """dL/dw: grad @ columns^T, summed over the batch."""
+    N, O = grad.shape[:2]
+    cols = _group_cols(x, w_shape[2:], stride, padding, dilation, groups)  # (N, G, CKK, L)
+    g = grad.reshape(N, groups, O // groups, -1)                           # (N, G, O/G, L)
+    dw = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)              # (G, O/G, CKK)
+    return dw.reshape(w_shape)
+
+
+# ---------------------------------------------------------------- pooling (im2col again)
+
+def max_pool2d(x, kernel, stride, padding, dilation=(1, 1)):
+    """Max over each window; also returns which window offset won (for backward)."""
+    cols = im2col(x, kernel, stride, padding, dilation, pad_value=-np.inf)  # (N, C, K, L)
+    winner = np.argmax(cols, axis=2)                                         # (N, C, L)
+    out = np.take_along_axis(cols, winner[:, :, None], axis=2)[:, :, 0]
+    OH = conv_out_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0])
+    return out.reshape(x.shape[0], x.shape[1], OH, -1), winner
+
+
+def max_pool2d_backward(grad, winner, x_shape, kernel, stride, padding, dilation=(1, 1)):
+    """Each output's gradient goes to the one input that won its window."""
+    N, C = x_shape[:2]
+    cols = np.zeros((N, C, kernel[0] * kernel[1], winner.shape[-1]), dtype=grad.dtype)
+    np.put_along_axis(cols, winner[:, :, None], grad.reshape(N, C, 1, -1), axis=2)
+    return col2im(cols, x_shape, kernel, stride, padding, dilation)
+
+
+def avg_pool2d(x, kernel, stride, padding):
+    """Mean over each window; padding counts as zeros (PyTorch's count_include_pad=True)."""
+    cols = im2col(x, kernel, stride, padding, (1, 1))
+    OH = conv_out_size(x.shape[2], kernel[0], stride[0], padding[0], 1)
+    return cols.mean(axis=2).reshape(x.shape[0], x.shape[1], OH, -1)
+
+
+def avg_pool2d_backward(grad, x_shape, kernel, stride, padding):
+    """Each input in a window gets 1/(kh*kw) of the window's gradient."""
+    N, C = x_shape[:2]
+    k = kernel[0] * kernel[1]
+    cols = np.broadcast_to(grad.reshape(N, C, 1, -1) / k, (N, C, k, grad.shape[2] * grad.shape[3]))
+    return col2im(cols, x_shape, kernel, stride, padding, (1, 1))
+
+
+def adaptive_bins(size, out_size):
+    """PyTorch's adaptive pooling windows: bin i covers [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out_size, -(-(i + 1) * size // out_size)) for i in range(out_size)]
+
+
+def adaptive_avg_pool2d(x, out_size):
+    N, C, H, W = x.shape
+    out = np.empty((N, C) + tuple(out_size), dtype=x.dtype)
+    for i, (h0, h1) in enumerate(adaptive_bins(H, out_size[0])):
+        for j, (w0, w1) in enumerate(adaptive_bins(W, out_size[1])):
+            out[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    return out
+
+
+def adaptive_avg_pool2d_backward(grad, x_shape):
+    H, W = x_shape[2:]
+    dx = np.zeros(x_shape, dtype=grad.dtype)
+    for i, (h0, h1) in enumerate(adaptive_bins(H, grad.shape[2])):
+        for j, (w0, w1) in enumerate(adaptive_bins(W, grad.shape[3])):
+            dx[:, :, h0:h1, w0:w1] += grad[:, :, i:i + 1, j:j + 1] / ((h1 - h0) * (w1 - w0))
+    return dx
+
+
+# ---------------------------------------------------------------- batch norm
+# Statistics are per channel (axis 1), over the batch and every spatial position.
+
+def _channel_view(v, ndim):
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_norm(x, weight, bias, eps):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, with the batch's biased statistics.
+
+    Returns y and the (mean, biased var, invstd) per channel, which backward and the
+    running averages need.
+    """
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
+    y = xhat * _channel_view(weight, x.ndim) + _channel_view(bias, x.ndim)
+    return y, mean, var, invstd
+
+
+def batch_norm_backward(grad, x, weight, mean, invstd):
+    """dx = weight * invstd / M * (M * g - sum(g) - xhat * sum(g * xhat)), per channel (M values each)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    M = x.size // x.shape[1]
+    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
+    dbias = grad.sum(axis=axes)
+    dweight = (grad * xhat).sum(axis=axes)
+    scale = _channel_view(weight * invstd / M, x.ndim)
+    dx = scale * (M * grad - _channel_view(dbias, x.ndim) - xhat * _channel_view(dweight, x.ndim))
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- losses
+
+def bce_with_logits(x, y):
+    """-[y log s(x) + (1-y) log(1-s(x))] = max(x, 0) - x*y + log(1 + e^-|x|), stable for any x."""
+    return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))

@@ -1,0 +1,123 @@
+"""Convolution and pooling (NCHW layout, PyTorch's conventions).
+
+The kernels (im2col + matmul in numpy_ref.py) do the work; these Functions say
+which kernel computes each gradient.
+"""
+from ..autograd import Function
+from .elementwise import as_tensors
+
+
+def pair(v):
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
+
+
+def out_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Conv2d(Function):
+    """y = conv(x, w);  dL/dx = conv2d_backward_data(g, w),  dL/dw = conv2d_backward_weight(g, x)."""
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, w)
+        ctx.params = stride, padding, dilation, groups
+        return ctx.backend.conv2d(x, w, *ctx.params)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_arrays
+        be = ctx.backend
+        dx = be.conv2d_backward_data(grad, w, x.shape, *ctx.params) if ctx.needs_input_grad[0] else None
+        dw = be.conv2d_backward_weight(grad, x, w.shape, *ctx.params) if ctx.needs_input_grad[1] else None
+        return dx, dw
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,)."""
+    x, weight = as_tensors("conv2d", x, weight)
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv2d: needs x of shape (N, C, H, W) and weight (O, C/groups, kh, kw), "
+                         f"got {x.shape} and {weight.shape} (add a batch dim with x.unsqueeze(0))")
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    if C % groups or O % groups or Cg != C // groups:
+        raise ValueError(f"conv2d: input {x.shape} has {C} channels; with groups={groups} weight {weight.shape} "
+                         f"must be (O, {C // groups if C % groups == 0 else 'C/groups'}, kh, kw) with O and C "
+                         f"divisible by groups")
+    OH, OW = out_size(H, kh, stride[0], padding[0], dilation[0]), out_size(W, kw, stride[1], padding[1], dilation[1])
+    if OH < 1 or OW < 1:
+        raise ValueError(f"conv2d: a {kh}x{kw} kernel (dilation {dilation}) does not fit the padded "
+                         f"{H}x{W} input with padding {padding}; use more padding or a smaller kernel")
+    y = Conv2d.apply(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+class MaxPool2d(Function):
+    """y = max over each window;  the gradient goes to each window's winner."""
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation):
+        y, winner = ctx.backend.max_pool2d(x, kernel, stride, padding, dilation)
+        ctx.save_for_backward(winner)
+        ctx.params, ctx.shape = (kernel, stride, padding, dilation), x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        winner, = ctx.saved_arrays
+        return ctx.backend.max_pool2d_backward(grad, winner, ctx.shape, *ctx.params)
+
+
+class AvgPool2d(Function):
+    """y = mean over each window (zeros padding included);  each input gets 1/(kh*kw) of it."""
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.params, ctx.shape = (kernel, stride, padding), x.shape
+        return ctx.backend.avg_pool2d(x, kernel, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.avg_pool2d_backward(grad, ctx.shape, *ctx.params)
+
+
+class AdaptiveAvgPool2d(Function):
+    """y = mean over the window of each output cell, windows chosen to cover the input evenly."""
+    @staticmethod
+    def forward(ctx, x, out_size):
+        ctx.shape = x.shape
+        return ctx.backend.adaptive_avg_pool2d(x, out_size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.adaptive_avg_pool2d_backward(grad, ctx.shape)
+
+
+def _pool_params(op, x, kernel_size, stride, padding, dilation=1):
+    if x.ndim != 4:
+        raise ValueError(f"{op}: needs an (N, C, H, W) input, got shape {x.shape}")
+    kernel = pair(kernel_size)
+    stride = kernel if stride is None else pair(stride)
+    padding, dilation = pair(padding), pair(dilation)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
+    if any(out_size(n, k, s, p, d) < 1 for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)):
+        raise ValueError(f"{op}: kernel {kernel} does not fit the {x.shape[2:]} input with padding {padding}")
+    return kernel, stride, padding, dilation
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
+    kernel, stride, padding, dilation = _pool_params("max_pool2d", x, kernel_size, stride, padding, dilation)
+    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    kernel, stride, padding, _ = _pool_params("avg_pool2d", x, kernel_size, stride, padding)
+    return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: needs an (N, C, H, W) input, got shape {x.shape}")
+    size = pair(output_size) if output_size is not None else x.shape[2:]
+    size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(size))
+    return AdaptiveAvgPool2d.apply(x, out_size=size)

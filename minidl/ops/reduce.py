@@ -1,0 +1,201 @@
+"""Reductions (sum, mean, var, max, min, argmax) and the softmax family.
+
+A reduction's backward sends each output's gradient back to the inputs it was
+computed from: to all of them for a sum, to the winner for a max.
+"""
+from collections import namedtuple
+
+from ..autograd import Function
+from ..tensor import Tensor, is_float
+
+# This module defines sum, max and min: Python's builtins of those names are not used here.
+
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # what x.max(dim) returns, as in PyTorch
+
+
+def normalize_dims(op, dim, ndim):
+    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    n = ndim or 1  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
+    for d in dims:
+        if not -n <= d < n:
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims "
+                             f"(valid: {-n} to {n - 1})")
+    return tuple(sorted({d % n for d in dims})) if ndim else ()
+
+
+def _keep(be, grad, axes, keepdims):
+    """Put the reduced axes back (as size 1) so grad broadcasts against the input."""
+    if keepdims or not axes:
+        return grad
+    shape = list(grad.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return be.reshape(grad, tuple(shape))
+
+
+class Sum(Function):
+    """y = sum of x over axes;  dy/dx = 1 for every summed element."""
+    @staticmethod
+    def forward(ctx, x, axes, keepdims):
+        ctx.axes, ctx.keepdims, ctx.shape = axes, keepdims, x.shape
+        return ctx.backend.sum(x, axis=axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, grad):
+        be = ctx.backend
+        return be.broadcast_to(_keep(be, grad, ctx.axes, ctx.keepdims), ctx.shape)
+
+
+class Extreme(Function):
+    """y = max (or min) of x over axes;  the gradient goes to the elements equal to y,
+    split evenly on ties (PyTorch's amax/amin rule)."""
+    @staticmethod
+    def forward(ctx, x, axes, keepdims, kernel):
+        y = getattr(ctx.backend, kernel)(x, axis=axes, keepdims=True)
+        ctx.save_for_backward(x, y)
+        ctx.axes, ctx.keepdims = axes, keepdims
+        return y if keepdims else ctx.backend.reshape(y, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_arrays
+        be = ctx.backend
+        winners = be.astype(be.equal(x, y), x.dtype)
+        share = be.div(winners, be.sum(winners, axis=ctx.axes, keepdims=True))
+        return be.mul(_keep(be, grad, ctx.axes, ctx.keepdims), share)
+
+
+def sum(x, dim=None, keepdim=False):
+    axes = normalize_dims("sum", dim, x.ndim)
+    if x.dtype.kind == "b":
+        x = x.long()  # counting Trues
+    return Sum.apply(x, axes=axes, keepdims=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    axes = normalize_dims("mean", dim, x.ndim)
+    if not is_float(x.dtype):
+        raise TypeError(f"mean: needs a float tensor, got {x.dtype}; use x.float().mean()")
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    return Sum.apply(x, axes=axes, keepdims=keepdim) / count
+
+
+def var(x, dim=None, keepdim=False, correction=1):
+    """Mean squared distance from the mean, divided by (n - correction): unbiased by default."""
+    axes = normalize_dims("var", dim, x.ndim)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    centered = x - mean(x, axes, keepdim=True)
+    return (centered * centered).sum(axes, keepdim) / (count - correction)
+
+
+def amax(x, dim=None, keepdim=False):
+    return Extreme.apply(x, axes=normalize_dims("amax", dim, x.ndim), keepdims=keepdim, kernel="max")
+
+
+def amin(x, dim=None, keepdim=False):
+    return Extreme.apply(x, axes=normalize_dims("amin", dim, x.ndim), keepdims=keepdim, kernel="min")
+
+
+def max(x, dim=None, keepdim=False):
+    """``x.max()`` is the largest value; ``x.max(dim)`` gives (values, indices) as in PyTorch."""
+    if dim is None:
+        return amax(x)
+    return ValuesIndices(amax(x, dim, keepdim), argmax(x, dim, keepdim))
+
+
+def min(x, dim=None, keepdim=False):
+    if dim is None:
+        return amin(x)
+    return ValuesIndices(amin(x, dim, keepdim), argmin(x, dim, keepdim))
+
+
+def _arg(kernel, x, dim, keepdim):
+    if dim is None:
+        return Tensor._make(getattr(x.backend, kernel)(x.data.reshape(-1)), x.device)
+    axis, = normalize_dims(kernel, dim, x.ndim)
+    return Tensor._make(getattr(x.backend, kernel)(x.data, axis=axis, keepdims=keepdim), x.device)
+
+
+def argmax(x, dim=None, keepdim=False):
+    """Index of the largest value (of the flattened tensor when dim is None); int64."""
+    return _arg("argmax", x, dim, keepdim)
+
+
+def argmin(x, dim=None, keepdim=False):
+    return _arg("argmin", x, dim, keepdim)
+
+
+# ---------------------------------------------------------------- softmax family
+
+class Softmax(Function):
+    """y_i = e^x_i / sum_j e^x_j;  dL/dx = y * (g - sum(g * y))."""
+    @staticmethod
+    def forward(ctx, x, axis):
+        y = ctx.backend.softmax(x, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, = ctx.saved_arrays
+        be = ctx.backend
+        dot = be.sum(be.mul(grad, y), axis=ctx.axis, keepdims=True)
+        return be.mul(y, be.sub(grad, dot))
+
+
+class LogSoftmax(Function):
+    """y_i = x_i - log sum_j e^x_j;  dL/dx = g - softmax(x) * sum(g)."""
+    @staticmethod
+    def forward(ctx, x, axis):
+        y = ctx.backend.log_softmax(x, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, = ctx.saved_arrays
+        be = ctx.backend
+        total = be.sum(grad, axis=ctx.axis, keepdims=True)
+        return be.sub(grad, be.mul(be.exp(y), total))
+
+
+class LogSumExp(Function):
+    """y = log sum_i e^x_i;  dy/dx_i = e^(x_i - y) = softmax(x)_i."""
+    @staticmethod
+    def forward(ctx, x, axis, keepdims):
+        y = ctx.backend.logsumexp(x, axis, keepdims=True)
+        ctx.save_for_backward(x, y)
+        ctx.axis, ctx.keepdims = axis, keepdims
+        return y if keepdims else ctx.backend.reshape(y, tuple(n for i, n in enumerate(x.shape) if i != axis))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_arrays
+        be = ctx.backend
+        return be.mul(_keep(be, grad, (ctx.axis,), ctx.keepdims), be.exp(be.sub(x, y)))
+
+
+def _one_axis(op, x, dim):
+    axis, = normalize_dims(op, dim, x.ndim)
+    return axis
+
+
+def softmax(x, dim):
+    return Softmax.apply(x, axis=_one_axis("softmax", x, dim))
+
+
+def log_softmax(x, dim):
+    return LogSoftmax.apply(x, axis=_one_axis("log_softmax", x, dim))
+
+
+def logsumexp(x, dim, keepdim=False):
+    return LogSumExp.apply(x, axis=_one_axis("logsumexp", x, dim), keepdims=keepdim)

@@ -1,0 +1,50 @@
+"""Random numbers: one seeded generator on the host for every device.
+
+Drawing on the host and copying to the device means a seed gives the same
+initialisation on "cpu" and on a GPU, so runs on different devices can be compared.
+"""
+import numpy as np
+
+from .backend import get_backend
+from .tensor import Tensor, get_default_dtype, int64, _shape_args
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Make every later random draw (init, dropout, shuffling) repeatable."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+
+
+def generator():
+    """The numpy Generator behind minidl's random numbers."""
+    return _generator
+
+
+def _on_device(host, dtype, device, requires_grad):
+    data = get_backend(device).asarray(host.astype(dtype or get_default_dtype(), copy=False))
+    return Tensor._make(data, device).requires_grad_(requires_grad)
+
+
+def rand(*shape, dtype=None, device="cpu", requires_grad=False):
+    """Uniform on [0, 1)."""
+    return _on_device(_generator.random(_shape_args(shape)), dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device="cpu", requires_grad=False):
+    """Standard normal (mean 0, variance 1)."""
+    return _on_device(_generator.standard_normal(_shape_args(shape)), dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=(), device="cpu"):
+    """Integers uniform on [low, high) (or [0, low) when high is omitted)."""
+    if high is None:
+        low, high = 0, low
+    return _on_device(_generator.integers(low, high, size=_shape_args((size,) if isinstance(size, int) else size)),
+                      int64, device, False)
+
+
+def randperm(n, device="cpu"):
+    """A random ordering of 0 .. n-1."""
+    return _on_device(_generator.permutation(n), int64, device, False)

@@ -1,0 +1,571 @@
+"""Tensor: an array, where it lives, and how it was made.
+
+A Tensor holds
+  * ``data``          the array itself (a numpy array on "cpu"), owned by a backend;
+  * ``device``        which backend holds it and runs its kernels;
+  * ``requires_grad`` whether gradients should flow back to it;
+  * ``grad_fn``       the op (a Function in autograd.py) that produced it, or None for a leaf;
+  * ``grad``          after ``backward()``, d(loss)/d(this tensor), for leaves.
+
+Every method that computes something (``x + y``, ``x.exp()``, ``x.sum(dim=1)``) is a
+one-line call into the op library (minidl/ops), which records the graph.
+"""
+import numbers
+
+import numpy as np
+
+from . import autograd
+from .backend import get_backend
+
+float32, float64, int64, bool_ = np.dtype("float32"), np.dtype("float64"), np.dtype("int64"), np.dtype("bool")
+DTYPES = (float32, float64, int64, bool_)
+_default_float = float32
+
+
+def set_default_dtype(dtype):
+    """The dtype of tensors made from Python floats (float32 unless changed)."""
+    global _default_float
+    dtype = np.dtype(dtype)
+    if dtype not in (float32, float64):
+        raise ValueError(f"set_default_dtype: {dtype} is not a float dtype; use minidl.float32 or minidl.float64")
+    _default_float = dtype
+
+
+def get_default_dtype():
+    return _default_float
+
+
+def _infer_dtype(data, host):
+    """Python floats become the default float dtype; numpy arrays keep theirs (if supported)."""
+    kind = host.dtype.kind
+    if kind == "b":
+        return bool_
+    if kind in "iu":
+        return int64
+    if kind == "f":
+        from_numpy = isinstance(data, (np.ndarray, np.generic)) and host.dtype in (float32, float64)
+        return host.dtype if from_numpy else _default_float
+    raise TypeError(f"tensor: cannot make a tensor of {host.dtype} data; minidl supports {[str(d) for d in DTYPES]}")
+
+
+def is_float(dtype):
+    return dtype in (float32, float64)
+
+
+class Tensor:
+    __array_ufunc__ = None  # numpy defers to Tensor's operators: np_array * tensor -> Tensor.__rmul__
+
+    def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.numpy()
+        host = np.asarray(data)
+        dtype = np.dtype(dtype) if dtype is not None else _infer_dtype(data, host)
+        if dtype not in DTYPES:
+            raise TypeError(f"tensor: dtype {dtype} is not supported; use one of {[str(d) for d in DTYPES]}")
+        self._setup(get_backend(device).asarray(np.array(host, dtype=dtype)), device)
+        self.requires_grad_(requires_grad)
+
+    def _setup(self, data, device):
+        self.data = data
+        self.device = device
+        self.grad = None
+        self.grad_fn = None
+        self.requires_grad = False
+        self._retains_grad = False
+        self._version_counter = autograd.VersionCounter()
+
+    @classmethod
+    def _make(cls, data, device, requires_grad=False):
+        """Wrap an array a kernel returned (no copy).
+
+        asarray turns the numpy *scalars* that ufuncs return for 0-d inputs back into
+        (writable) 0-d arrays.
+        """
+        t = cls.__new__(cls)
+        t._setup(get_backend(device).asarray(data), device)
+        t.requires_grad = requires_grad
+        return t
+
+    # ---------------------------------------------------------------- what it is
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def backend(self):
+        return get_backend(self.device)
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def version(self):
+        """How many times this tensor's array was changed in place."""
+        return self._version_counter.value
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self):
+        return self.ndim
+
+    def numel(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ---------------------------------------------------------------- conversions
+    def numpy(self):
+        """The values as a numpy array (shares memory on "cpu"; never part of the graph)."""
+        return self.backend.to_numpy(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def item(self):
+        if self.numel() != 1:
+            raise ValueError(f"item: the tensor has {self.numel()} values (shape {self.shape}); only one-value tensors convert to a number")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors can be used as an index, not {self.dtype}")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise ValueError(f"the truth value of a tensor with {self.numel()} values is ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def to(self, target):
+        """``x.to("cpu")`` moves it to a device, ``x.to(minidl.float64)`` changes its dtype (differentiably)."""
+        if isinstance(target, str):
+            return self if target == self.device else ops.shape.to_device(self, target)
+        dtype = np.dtype(target)
+        return self if dtype == self.dtype else ops.elementwise.cast(self, dtype)
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
+
+    def long(self):
+        return self.to(int64)
+
+    def bool(self):
+        return self.to(bool_)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    # ---------------------------------------------------------------- autograd
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not is_float(self.dtype):
+            raise RuntimeError(f"requires_grad: only float tensors can require grad, this one is {self.dtype}; "
+                               f"use .float() first")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Compute d(self)/d(leaf) for every leaf with requires_grad, into ``leaf.grad``."""
+        autograd.backward(self, gradient, retain_graph)
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this intermediate (non-leaf) tensor too."""
+        self._retains_grad = True
+        return self
+
+    def _accumulate_grad(self, g):
+        if self.grad is None:
+            self.grad = Tensor._make(self.backend.copy(g), self.device)
+        else:
+            self.grad = Tensor._make(self.backend.add(self.grad.data, g), self.device)
+
+    def detach(self):
+        """The same values (and memory), cut from the graph."""
+        t = Tensor._make(self.data, self.device)
+        t._version_counter = self._version_counter
+        return t
+
+    def clone(self):
+        return ops.elementwise.clone(self)
+
+    # ---------------------------------------------------------------- in-place changes
+    # They change the array under every op that saved it, so they are refused while
+    # a graph is being recorded through this tensor, and they bump the version
+    # counter so a saved copy that went stale is caught at backward.
+    def _inplace(self, name, fn, *args):
+        if self.requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(
+                f"{name}: in-place change of a tensor that requires grad would corrupt the graph. "
+                f"Use an out-of-place op (x = x + y), or wrap a parameter update in `with minidl.no_grad():`")
+        args = [a.data if isinstance(a, Tensor) else a for a in args]
+        fn(*args)
+        self._version_counter.value += 1
+        return self
+
+    def __setitem__(self, index, value):
+        def assign(v):
+            self.data[_raw_index(index)] = v
+        self._inplace("__setitem__", assign, value)
+
+    def copy_(self, src):
+        return self._inplace("copy_", lambda s: self.data.__setitem__(..., s), src)
+
+    def fill_(self, value):
+        return self._inplace("fill_", lambda v: self.data.__setitem__(..., v), value)
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def add_(self, other, alpha=1):
+        return self._inplace("add_", lambda o: self.data.__iadd__(o * alpha if alpha != 1 else o), other)
+
+    def sub_(self, other):
+        return self._inplace("sub_", self.data.__isub__, other)
+
+    def mul_(self, other):
+        return self._inplace("mul_", self.data.__imul__, other)
+
+    def div_(self, other):
+        return self._inplace("div_", self.data.__itruediv__, other)
+
+    __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
+
+    # ---------------------------------------------------------------- arithmetic
+    def __add__(self, other):
+        return ops.elementwise.add(self, other)
+
+    def __radd__(self, other):
+        return ops.elementwise.add(other, self)
+
+    def __sub__(self, other):
+        return ops.elementwise.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.elementwise.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.elementwise.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.elementwise.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.elementwise.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.elementwise.div(other, self)
+
+    def __pow__(self, other):
+        return ops.elementwise.pow(self, other)
+
+    def __rpow__(self, other):
+        return ops.elementwise.pow(other, self)
+
+    def __neg__(self):
+        return ops.elementwise.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return ops.elementwise.abs(self)
+
+    def __matmul__(self, other):
+        return ops.matmul.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul.matmul(other, self)
+
+    # comparisons give bool tensors and are not differentiable
+    def __eq__(self, other):
+        return ops.elementwise.compare("equal", self, other)
+
+    def __ne__(self, other):
+        return ops.elementwise.compare("not_equal", self, other)
+
+    def __lt__(self, other):
+        return ops.elementwise.compare("less", self, other)
+
+    def __le__(self, other):
+        return ops.elementwise.compare("less_equal", self, other)
+
+    def __gt__(self, other):
+        return ops.elementwise.compare("greater", self, other)
+
+    def __ge__(self, other):
+        return ops.elementwise.compare("greater_equal", self, other)
+
+    def __and__(self, other):
+        return ops.elementwise.compare("logical_and", self, other)
+
+    def __or__(self, other):
+        return ops.elementwise.compare("logical_or", self, other)
+
+    def __invert__(self):
+        return Tensor._make(self.backend.logical_not(self.data), self.device)
+
+    __hash__ = object.__hash__  # tensors are keyed by identity (== is elementwise)
+
+    # ---------------------------------------------------------------- math methods
+    def add(self, other):
+        return self + other
+
+    def sub(self, other):
+        return self - other
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def neg(self):
+        return -self
+
+    def matmul(self, other):
+        return self @ other
+
+    def exp(self):
+        return ops.elementwise.exp(self)
+
+    def log(self):
+        return ops.elementwise.log(self)
+
+    def sqrt(self):
+        return ops.elementwise.sqrt(self)
+
+    def abs(self):
+        return ops.elementwise.abs(self)
+
+    def tanh(self):
+        return ops.elementwise.tanh(self)
+
+    def sigmoid(self):
+        return ops.elementwise.sigmoid(self)
+
+    def relu(self):
+        return ops.elementwise.relu(self)
+
+    def clamp(self, min=None, max=None):
+        return ops.elementwise.clamp(self, min, max)
+
+    clip = clamp
+
+    def maximum(self, other):
+        return ops.elementwise.maximum(self, other)
+
+    def minimum(self, other):
+        return ops.elementwise.minimum(self, other)
+
+    def softmax(self, dim):
+        return ops.reduce.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return ops.reduce.log_softmax(self, dim)
+
+    def logsumexp(self, dim, keepdim=False):
+        return ops.reduce.logsumexp(self, dim, keepdim)
+
+    # ---------------------------------------------------------------- reductions
+    def sum(self, dim=None, keepdim=False):
+        return ops.reduce.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return ops.reduce.mean(self, dim, keepdim)
+
+    def var(self, dim=None, keepdim=False, correction=1):
+        return ops.reduce.var(self, dim, keepdim, correction)
+
+    def std(self, dim=None, keepdim=False, correction=1):
+        return ops.reduce.var(self, dim, keepdim, correction).sqrt()
+
+    def max(self, dim=None, keepdim=False):
+        return ops.reduce.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return ops.reduce.min(self, dim, keepdim)
+
+    def amax(self, dim=None, keepdim=False):
+        return ops.reduce.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return ops.reduce.amin(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return ops.reduce.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return ops.reduce.argmin(self, dim, keepdim)
+
+    def any(self):
+        return bool(self.numpy().any())
+
+    def all(self):
+        return bool(self.numpy().all())
+
+    # ---------------------------------------------------------------- shape
+    def reshape(self, *shape):
+        return ops.shape.reshape(self, _shape_args(shape))
+
+    view = reshape
+
+    def permute(self, *dims):
+        return ops.shape.permute(self, _shape_args(dims))
+
+    def transpose(self, dim0, dim1):
+        return ops.shape.transpose(self, dim0, dim1)
+
+    @property
+    def T(self):
+        return ops.shape.permute(self, tuple(reversed(range(self.ndim))))
+
+    def expand(self, *sizes):
+        return ops.shape.expand(self, _shape_args(sizes))
+
+    def expand_as(self, other):
+        return ops.shape.expand(self, other.shape)
+
+    def squeeze(self, dim=None):
+        return ops.shape.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return ops.shape.unsqueeze(self, dim)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return ops.shape.flatten(self, start_dim, end_dim)
+
+    def split(self, split_size_or_sections, dim=0):
+        return ops.shape.split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks, dim=0):
+        return ops.shape.chunk(self, chunks, dim)
+
+    def gather(self, dim, index):
+        return ops.shape.gather(self, dim, index)
+
+    def __getitem__(self, index):
+        return ops.shape.getitem(self, index)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    # ---------------------------------------------------------------- printing
+    def __repr__(self):
+        body = np.array2string(self.numpy(), separator=", ", precision=4, prefix="tensor(")
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device={self.device!r}")
+        if self.dtype not in (_default_float, int64, bool_) or self.numel() == 0:
+            extras.append(f"dtype={self.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+
+def _shape_args(args):
+    """Accept both x.reshape(2, 3) and x.reshape((2, 3))."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(args)
+
+
+def _raw_index(index):
+    """An index with Tensors replaced by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(_raw_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list) and any(isinstance(i, Tensor) for i in index):
+        return [_raw_index(i) for i in index]
+    return index
+
+
+def is_scalar(x):
+    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, Tensor)
+
+
+# ---------------------------------------------------------------- making tensors
+
+def tensor(data, dtype=None, device="cpu", requires_grad=False):
+    """A new tensor holding a copy of ``data`` (a number, nested lists, a numpy array)."""
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a numpy array (changes to one show in the other)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy array, got {type(array).__name__}")
+    if array.dtype not in DTYPES:
+        raise TypeError(f"from_numpy: dtype {array.dtype} is not supported; use {[str(d) for d in DTYPES]} "
+                        f"(e.g. array.astype(np.float32))")
+    return Tensor._make(array, "cpu")
+
+
+def _filled(fill, shape, dtype, device, requires_grad):
+    dtype = np.dtype(dtype) if dtype is not None else _default_float
+    return Tensor._make(fill(get_backend(device), _shape_args(shape), dtype), device).requires_grad_(requires_grad)
+
+
+def zeros(*shape, dtype=None, device="cpu", requires_grad=False):
+    return _filled(lambda b, s, d: b.zeros(s, d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device="cpu", requires_grad=False):
+    return _filled(lambda b, s, d: b.ones(s, d), shape, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
+    return _filled(lambda b, s, d: b.full(s, fill_value, d), shape, dtype, device, requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False):
+    return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device="cpu", requires_grad=False):
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        dtype = int64 if all(isinstance(v, numbers.Integral) for v in (start, stop, step)) else _default_float
+    return Tensor._make(get_backend(device).arange(start, stop, step, np.dtype(dtype)), device).requires_grad_(requires_grad)
+
+
+def eye(n, dtype=None, device="cpu"):
+    return tensor(np.eye(n), dtype=dtype or _default_float, device=device)
+
+
+from . import ops  # noqa: E402  (the ops need Tensor defined first)
