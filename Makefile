@@ -1,0 +1,37 @@
+# The two-command quick start:  make demo   /   make test
+# Both create .venv (if missing) and install minidl into it with `pip install -e ".[dev]"`,
+# which compiles the C++ kernels (csrc/cpu -> minidl/_C*.so). The install is redone
+# when setup.py, pyproject.toml or a file under csrc/ changes (the stamp file below).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.minidl-installed
+BUILD_INPUTS := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h' 2>/dev/null)
+
+.PHONY: install test demo bench clean distclean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) $(BUILD_INPUTS)
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) examples/00_autograd_tour.py
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench_matmul
+
+clean:
+	rm -rf build *.egg-info minidl/_C*.so .pytest_cache .hypothesis
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+	rm -f $(STAMP)
+
+distclean: clean
+	rm -rf $(VENV)

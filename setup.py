@@ -1,0 +1,35 @@
+"""Builds minidl._C, the hand-written C++ kernels of csrc/cpu (metadata: pyproject.toml).
+
+    pip install -e ".[dev]"       # or: make test
+    MINIDL_NATIVE=1 pip install -e .   # tune for this machine's CPU (-march=native)
+
+The build is portable by default: csrc/cpu/matmul.cpp picks AVX-512 / AVX2 code at
+import time (GCC target_clones), so no -march flag is needed for speed.
+"""
+import os
+import sys
+from glob import glob
+
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import setup
+
+compile_args = ["-O3", "-ffp-contract=fast"]  # fuse a*b+c into FMAs (-std=c++17 turns it off)
+link_args = []
+if sys.platform != "win32":
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+if os.environ.get("MINIDL_NATIVE") == "1":
+    compile_args.append("-march=native")
+
+sources = sorted(glob("csrc/cpu/*.cpp"))
+ext = Pybind11Extension(
+    "minidl._C",
+    sources,
+    include_dirs=["csrc/cpu"],
+    depends=sorted(glob("csrc/cpu/*.h")),
+    cxx_std=17,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(ext_modules=[ext])
