@@ -32,9 +32,16 @@ def is_grad_enabled():
 
 
 class _GradMode:
-    """Context manager (and decorator) that switches recording of the graph on or off."""
+    """Context manager (and decorator) that switches recording of the graph on or off.
+
+    Works as ``with no_grad():``, ``@no_grad()`` and, like PyTorch, bare ``@no_grad``.
+    """
 
     enabled = True
+
+    def __new__(cls, fn=None):
+        mode = super().__new__(cls)
+        return mode if fn is None else mode(fn)
 
     def __enter__(self):
         self._prev = is_grad_enabled()

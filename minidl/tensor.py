@@ -545,6 +545,9 @@ def ones(*shape, dtype=None, device="cpu", requires_grad=False):
 
 
 def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
+    """A tensor of ``shape`` filled with one value; its dtype follows the value (bool, int64, float)."""
+    if dtype is None:
+        dtype = _infer_dtype(fill_value, np.asarray(fill_value))
     return _filled(lambda b, s, d: b.full(s, fill_value, d), shape, dtype, device, requires_grad)
 
 

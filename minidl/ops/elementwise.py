@@ -156,6 +156,9 @@ def mul(a, b):
 
 
 def div(a, b):
+    """True division; integer inputs give the default float dtype, as in PyTorch."""
+    if all(not isinstance(t, Tensor) or not is_float(t.dtype) for t in (a, b)):
+        a, b = (t.to(get_default_dtype()) if isinstance(t, Tensor) else float(t) for t in (a, b))
     return binary(Div, a, b, "div")
 
 

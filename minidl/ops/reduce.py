@@ -104,16 +104,28 @@ def amin(x, dim=None, keepdim=False):
 
 
 def max(x, dim=None, keepdim=False):
-    """``x.max()`` is the largest value; ``x.max(dim)`` gives (values, indices) as in PyTorch."""
+    """``x.max()`` is the largest value; ``x.max(dim)`` gives (values, indices) as in PyTorch.
+
+    With a dim, the values are gathered at the indices, so the gradient goes to the
+    returned index (the first one, on a tie), as in PyTorch.
+    """
     if dim is None:
         return amax(x)
-    return ValuesIndices(amax(x, dim, keepdim), argmax(x, dim, keepdim))
+    return _values_at(x, argmax(x, dim, keepdim=True), dim, keepdim)
 
 
 def min(x, dim=None, keepdim=False):
     if dim is None:
         return amin(x)
-    return ValuesIndices(amin(x, dim, keepdim), argmin(x, dim, keepdim))
+    return _values_at(x, argmin(x, dim, keepdim=True), dim, keepdim)
+
+
+def _values_at(x, indices, dim, keepdim):
+    from .shape import gather  # here, not at the top: shape.py imports this module
+    values = gather(x, dim, indices)
+    if not keepdim:
+        values, indices = values.squeeze(dim), indices.squeeze(dim)
+    return ValuesIndices(values, indices)
 
 
 def _arg(kernel, x, dim, keepdim):
