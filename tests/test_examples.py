@@ -1,0 +1,21 @@
+"""The examples run and reach their targets (fewer epochs than the demo, same code)."""
+import importlib.util
+import pathlib
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_autograd_tour_learns_spirals(seed, capsys):
+    accuracy = load("00_autograd_tour").main(["--epochs", "15", "--seed", str(seed)])
+    assert accuracy >= 0.98
+    assert "epoch  15" in capsys.readouterr().out
