@@ -1,2 +1,11 @@
-"""Neural-network building blocks. ``functional`` holds the stateless ops (F.relu, F.conv2d, ...)."""
-from . import functional  # noqa: F401
+"""Neural-network building blocks: Module and Parameter, layers, losses, init.
+
+``functional`` (imported as F) holds the stateless ops the layers call.
+"""
+from . import functional, init  # noqa: F401
+from .layers import (AdaptiveAvgPool2d, AdaptiveConcatPool2d, AdaptiveMaxPool2d, AvgPool2d,  # noqa: F401
+                     BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, GELU, Identity,
+                     LeakyReLU, Linear, MaxPool2d, ModuleList, ReLU, ReLU6, Sequential, Sigmoid, Tanh)
+from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,  # noqa: F401
+                     CrossEntropyLossFlat, L1Loss, L1LossFlat, MSELoss, MSELossFlat)
+from .module import Module, Parameter  # noqa: F401

@@ -5,6 +5,7 @@ which kernel computes each gradient.
 """
 from ..autograd import Function
 from .elementwise import as_tensors
+from .shape import stack
 
 
 def pair(v):
@@ -115,9 +116,22 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
 
 
-def adaptive_avg_pool2d(x, output_size):
+def _adaptive_size(op, x, output_size):
     if x.ndim != 4:
-        raise ValueError(f"adaptive_avg_pool2d: needs an (N, C, H, W) input, got shape {x.shape}")
-    size = pair(output_size) if output_size is not None else x.shape[2:]
-    size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(size))
-    return AdaptiveAvgPool2d.apply(x, out_size=size)
+        raise ValueError(f"{op}: needs an (N, C, H, W) input, got shape {x.shape}")
+    size = (output_size, output_size) if isinstance(output_size, int) or output_size is None else output_size
+    return tuple(x.shape[2 + i] if s is None else int(s) for i, s in enumerate(size))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return AdaptiveAvgPool2d.apply(x, out_size=_adaptive_size("adaptive_avg_pool2d", x, output_size))
+
+
+def adaptive_max_pool2d(x, output_size):
+    """Max over PyTorch's adaptive windows, composed from amax over each window (output cells
+    are few: usually one), so its gradient comes from amax's."""
+    OH, OW = _adaptive_size("adaptive_max_pool2d", x, output_size)
+    bins = x.backend.adaptive_bins  # the same windows as the average-pooling kernel
+    rows = [stack([x[:, :, h0:h1, w0:w1].amax(dim=(2, 3)) for w0, w1 in bins(x.shape[3], OW)], dim=-1)
+            for h0, h1 in bins(x.shape[2], OH)]
+    return stack(rows, dim=-2)

@@ -1,0 +1,92 @@
+"""Loss modules, PyTorch's and fastai's "Flat" ones.
+
+fastai's losses flatten predictions and targets first (so a (N, T, C) sequence model
+and an (N, C) classifier use the same loss), and know how to turn raw outputs into
+probabilities (``activation``) and decisions (``decodes``), which Learner.predict and
+get_preds use.
+"""
+from . import functional as F
+from .module import Module
+
+
+class CrossEntropyLoss(Module):
+    def __init__(self, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        self.reduction, self.label_smoothing = reduction, label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class MSELoss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(MSELoss):
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(MSELoss):
+    def forward(self, input, target):
+        return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
+
+
+class CrossEntropyLossFlat(CrossEntropyLoss):
+    """Cross-entropy over the last axis (the classes), everything else flattened into the batch."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def forward(self, input, target):
+        if input.ndim > 2 or self.axis not in (-1, input.ndim - 1):
+            input = input.transpose(self.axis, -1) if self.axis not in (-1, input.ndim - 1) else input
+            input = input.reshape(-1, input.shape[-1])
+        return super().forward(input, target.reshape(-1))
+
+    def activation(self, out):
+        return F.softmax(out, self.axis)
+
+    def decodes(self, out):
+        return out.argmax(dim=self.axis)
+
+
+class _FlatPair:
+    """Mixin: flatten input and target to 1-D before the loss (fastai's BaseLoss(flatten=True))."""
+
+    def forward(self, input, target):
+        return super().forward(input.reshape(-1), target.reshape(-1).to(input.dtype))
+
+    def activation(self, out):
+        return out
+
+    def decodes(self, out):
+        return out
+
+
+class MSELossFlat(_FlatPair, MSELoss):
+    """Mean squared error over flattened predictions and targets (regression)."""
+
+
+class L1LossFlat(_FlatPair, L1Loss):
+    """Mean absolute error over flattened predictions and targets."""
+
+
+class BCEWithLogitsLossFlat(_FlatPair, BCEWithLogitsLoss):
+    """Binary cross-entropy from logits; predictions are probabilities > ``thresh``."""
+
+    def __init__(self, thresh=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.thresh = thresh
+
+    def activation(self, out):
+        return F.sigmoid(out)
+
+    def decodes(self, out):
+        return out > self.thresh

@@ -1,0 +1,232 @@
+"""Module and Parameter: how a model keeps its weights.
+
+A Module is an object whose attributes may be Parameters (tensors to train),
+buffers (tensors to keep but not train, like batch norm's running averages) and
+other Modules. Assigning one registers it, so ``model.parameters()`` can find every
+weight of a model by walking the tree of modules, and ``state_dict()`` can name
+each one by its path (``"layers.0.weight"``), the names PyTorch uses too.
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Parameter(Tensor):
+    """A tensor that is a model's weight: it requires grad, and modules register it."""
+
+    def __init__(self, data, requires_grad=True):
+        if isinstance(data, Tensor):
+            self._setup(data.data, data.device)
+            self.requires_grad_(requires_grad)
+        else:
+            super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class of every layer and model: subclasses set attributes in __init__ and define forward."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ---------------------------------------------------------------- registration
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            kind, table = "parameter", params
+        elif isinstance(value, Module):
+            kind, table = "module", modules
+        elif name in params:
+            if value is not None:  # x.weight = x.weight * 2 would silently stop training it
+                raise TypeError(f"cannot assign a {type(value).__name__} to parameter {name!r} of "
+                                f"{type(self).__name__}: wrap it in nn.Parameter (or assign None)")
+            kind, table = "parameter", params
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign a {type(value).__name__} to submodule {name!r}: a Module or None")
+            kind, table = "module", modules
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign a {type(value).__name__} to buffer {name!r}: a Tensor or None")
+            kind, table = "buffer", buffers
+        else:
+            object.__setattr__(self, name, value)
+            return
+        for other in (params, buffers, modules):
+            if other is not table:
+                other.pop(name, None)
+        self.__dict__.pop(name, None)
+        table[name] = value  # an existing entry keeps its place (the order of parameters() and state_dict)
+    def __getattr__(self, name):  # only called when normal lookup fails
+        for table in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(table, {})
+            if name in entries:
+                return entries[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._buffers, self._modules):
+            if name in table:
+                del table[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name, tensor):
+        """Keep a tensor that is state but not trained (saved in state_dict, moved by .to())."""
+        if name in self._parameters or name in self._modules:
+            raise KeyError(f"register_buffer: {name!r} is already a parameter or a submodule")
+        self._buffers[name] = tensor
+
+    # ---------------------------------------------------------------- walking the tree
+    def named_modules(self, prefix=""):
+        """This module and every module below it, with its dotted path (a shared module once)."""
+        stack, seen = [(prefix, self)], set()
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{n}" if name else n, m) for n, m in module._modules.items() if m is not None]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        seen = set()
+        for n, m in self._modules.items():
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                yield n, m
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def _named(self, table, recurse=True):
+        seen = set()
+        for path, module in (self.named_modules() if recurse else [("", self)]):
+            for name, t in getattr(module, table).items():
+                if t is None or id(t) in seen:
+                    continue
+                seen.add(id(t))  # a tensor shared by two modules is listed once
+                yield (f"{path}.{name}" if path else name), t
+
+    def named_parameters(self, recurse=True):
+        return self._named("_parameters", recurse)
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse))
+
+    def named_buffers(self, recurse=True):
+        return self._named("_buffers", recurse)
+
+    def buffers(self, recurse=True):
+        return (b for _, b in self.named_buffers(recurse))
+
+    # ---------------------------------------------------------------- modes and devices
+    def train(self, mode=True):
+        """Training mode (dropout on, batch norm uses batch statistics) for this module and all below."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device):
+        """Move every parameter and buffer to ``device``, in place (optimizers keep working)."""
+        for t in list(self.parameters()) + list(self.buffers()):
+            if t.device != device:
+                t.data = t.to(device).data
+                t.device = device
+                t.grad = None if t.grad is None else t.grad.to(device)
+        return self
+
+    def apply(self, fn):
+        """Call fn(module) on every module, children first, in PyTorch's order (e.g. custom init)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ---------------------------------------------------------------- saving and loading
+    def state_dict(self):
+        """Every parameter and buffer by its dotted name (tensors sharing memory with the model)."""
+        entries = OrderedDict()
+        for path, module in self.named_modules():
+            for table in (module._parameters, module._buffers):
+                for name, t in table.items():
+                    if t is not None:
+                        entries[f"{path}.{name}" if path else name] = t.detach()
+        return entries
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values into the model's parameters and buffers by name.
+
+        Shapes must match. With strict=True (the default) the names must match too;
+        an error lists every missing key, unexpected key and shape mismatch at once,
+        and nothing is changed. With strict=False, matching names are loaded and the
+        missing and unexpected keys are returned.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))}, model {own[k].shape}"
+                      for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
+        if mismatched or (strict and (missing or unexpected)):
+            lines = [f"load_state_dict: the checkpoint does not fit {type(self).__name__}:"]
+            for title, keys in (("missing keys (in the model, not the checkpoint)", missing),
+                                ("unexpected keys (in the checkpoint, not the model)", unexpected),
+                                ("shape mismatches", mismatched)):
+                if keys and (strict or title == "shape mismatches"):
+                    lines.append(f"  {title}: " + ", ".join(keys))
+            if strict and (missing or unexpected):
+                lines.append("  (load_state_dict(..., strict=False) loads the keys that match)")
+            raise RuntimeError("\n".join(lines))
+        with no_grad():
+            for k, t in own.items():
+                if k in state_dict:
+                    value = state_dict[k]
+                    host = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+                    t.data[...] = t.backend.asarray(host.astype(t.dtype, copy=False))
+                    t._version_counter.value += 1
+        return IncompatibleKeys(missing, unexpected)
+
+    # ---------------------------------------------------------------- calling and printing
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        children = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not children:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(children) + "\n)"
