@@ -1,0 +1,9 @@
+"""Data: datasets, the DataLoader (batches with background prefetch) and train/valid splits.
+
+Read core.py first (a dataset, collate, the DataLoader, DataLoaders), then splitters.py.
+"""
+from .core import ArrayDataset, DataLoader, DataLoaders, Subset, collate  # noqa: F401
+from .splitters import ColSplitter, IndexSplitter, MaskSplitter, RandomSplitter, TimeSplitter  # noqa: F401
+
+__all__ = ["ArrayDataset", "Subset", "collate", "DataLoader", "DataLoaders",
+           "RandomSplitter", "IndexSplitter", "MaskSplitter", "ColSplitter", "TimeSplitter"]
