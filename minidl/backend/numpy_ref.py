@@ -362,3 +362,77 @@ def batch_norm_backward(grad, x, weight, mean, invstd):
 def bce_with_logits(x, y):
     """-[y log s(x) + (1-y) log(1-s(x))] = max(x, 0) - x*y + log(1 + e^-|x|), stable for any x."""
     return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+
+
+# ---------------------------------------------------------------- optimizer updates
+# One call updates one parameter in place: ``param`` and the optimizer's state
+# arrays change, ``grad`` does not. The fused C++/CUDA versions keep these names and
+# arguments (arrays and numbers only). Hyper-parameters become Python floats first:
+# a numpy float64 scalar would silently turn a float32 update into a float64 one.
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening=0.0):
+    """One step of SGD on one parameter, in place (torch.optim.SGD's semantics).
+
+        g      = grad + wd * param                         (L2 weight decay; grad itself is left alone)
+        buf    = g                                         on the first step (momentum_buf is None)
+        buf    = momentum * buf + (1 - dampening) * g      on later steps (in place)
+        update = g + momentum * buf    with nesterov,  buf without,  g when momentum == 0
+        param -= lr * update
+
+    Returns the momentum buffer for the optimizer to keep: a new array on the first
+    step, the same (updated) array afterwards, and ``momentum_buf`` untouched (None)
+    when momentum == 0.
+    """
+    lr, momentum, weight_decay, dampening = float(lr), float(momentum), float(weight_decay), float(dampening)
+    g = grad
+    if weight_decay != 0:
+        g = grad + weight_decay * param
+    if momentum == 0:
+        update = g
+    else:
+        if momentum_buf is None:
+            momentum_buf = np.array(g, copy=True)
+        else:
+            momentum_buf *= momentum
+            momentum_buf += (1 - dampening) * g
+        update = g + momentum * momentum_buf if nesterov else momentum_buf
+    param -= lr * update
+    return momentum_buf
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One step of Adam (decoupled=False) or AdamW (decoupled=True) on one parameter, in place.
+
+        AdamW:  param *= 1 - lr * wd               (decoupled weight decay, before the update)
+        Adam:   g = grad + wd * param              (L2 weight decay, added to the gradient)
+        m = beta1 * m + (1 - beta1) * g            exp_avg, the running mean of the gradient
+        v = beta2 * v + (1 - beta2) * g^2          exp_avg_sq, the running mean of its square
+        param -= lr * m_hat / (sqrt(v_hat) + eps)  with the bias corrections
+                                                   m_hat = m / (1 - beta1^step), v_hat = v / (1 - beta2^step)
+
+    ``step`` counts this parameter's updates, starting at 1 (the first call). Computed
+    as PyTorch does: param -= (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps).
+    """
+    lr, beta1, beta2, eps, weight_decay = float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
+    step = int(step)
+    if step < 1:
+        raise ValueError(f"adam_step: step={step}, but steps count from 1 (the first update is step 1)")
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            g = grad + weight_decay * param
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * (g * g)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    # One scratch array holds sqrt(v_hat) + eps, then the update itself.
+    scratch = np.sqrt(exp_avg_sq, out=np.empty_like(exp_avg_sq))
+    scratch /= math.sqrt(bias_correction2)
+    scratch += eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= lr / bias_correction1
+    param -= scratch
