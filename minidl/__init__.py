@@ -13,9 +13,9 @@ from .ops.matmul import matmul  # noqa: F401
 from .ops.reduce import (amax, amin, argmax, argmin, logsumexp, max, mean, min, softmax, sum,  # noqa: F401
                          var, log_softmax)
 from .ops.shape import cat, chunk, flatten, gather, permute, reshape, split, squeeze, stack, transpose, unsqueeze  # noqa: F401
-from .random import manual_seed, rand, randint, randn, randperm  # noqa: F401
+from .random import manual_seed, rand, randint, randn, randperm, set_seed  # noqa: F401
 from .tensor import (Tensor, arange, bool_, eye, float32, float64, from_numpy, full, get_default_dtype,  # noqa: F401
                      int64, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
-from . import testing  # noqa: F401
+from . import data, io, learn, optim, testing  # noqa: F401
 
 __version__ = "0.1.0"

@@ -17,6 +17,15 @@ def manual_seed(seed):
     _generator = np.random.default_rng(seed)
 
 
+def set_seed(seed):
+    """Seed everything a training run draws from: minidl's generator (init, dropout, shuffling),
+    numpy's global generator and Python's ``random``, so a run can be repeated exactly."""
+    import random as python_random
+    manual_seed(seed)
+    np.random.seed(seed)
+    python_random.seed(seed)
+
+
 def generator():
     """The numpy Generator behind minidl's random numbers."""
     return _generator

@@ -1,0 +1,180 @@
+"""Callbacks: code that runs at the Learner's events, and the exceptions that cancel a step.
+
+The Learner calls ``cb.<event>()`` on every callback, in ``order``, at each event:
+
+    before_fit
+      before_epoch
+        before_train
+          before_batch, after_pred, after_loss, before_backward, after_backward,
+          before_step, after_step, after_batch          (once per batch)
+        after_train
+        before_validate ... (the same batch events, no backward or step) ... after_validate
+      after_epoch
+    after_fit
+
+Raising Cancel<Stage>Exception in a callback skips the rest of that stage (the
+``after_cancel_<stage>`` event then runs, and ``after_<stage>`` still does).
+Inside a callback, ``self.model``, ``self.loss``, ``self.epoch``... read the
+Learner's attributes; write them with ``self.learn.<name> = ...``.
+"""
+import re
+
+import numpy as np
+
+
+class CancelFitException(Exception):
+    """Stop training altogether (after_cancel_fit, after_fit still run)."""
+
+
+class CancelEpochException(Exception):
+    """Skip the rest of this epoch."""
+
+
+class CancelTrainException(Exception):
+    """Skip the rest of this epoch's training batches."""
+
+
+class CancelValidateException(Exception):
+    """Skip this epoch's validation."""
+
+
+class CancelBatchException(Exception):
+    """Skip the rest of this batch."""
+
+
+class CancelBackwardException(Exception):
+    """Skip this batch's backward pass."""
+
+
+class CancelStepException(Exception):
+    """Skip this batch's optimizer step."""
+
+
+class Callback:
+    order = 0
+    learn = None
+
+    def __getattr__(self, name):
+        # Only called for names the callback itself lacks: read them from the Learner.
+        if name != "learn" and self.learn is not None:
+            return getattr(self.learn, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def name(self):
+        """ProgressCallback -> "progress": how the Learner exposes it (learn.progress)."""
+        base = re.sub(r"Callback$", "", type(self).__name__) or type(self).__name__
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+
+class TrainEvalCallback(Callback):
+    """Puts the model in train or eval mode and counts training iterations."""
+    order = -10
+
+    def before_fit(self):
+        self.learn.train_iter = 0
+
+    def before_train(self):
+        self.learn.training = True
+        self.model.train()
+
+    def before_validate(self):
+        self.learn.training = False
+        self.model.eval()
+
+    def after_batch(self):
+        if self.training:
+            self.learn.train_iter += 1
+
+
+class ParamScheduler(Callback):
+    """Sets optimizer hyper-parameters from schedules of training progress before each batch.
+
+    ``scheds`` maps a hyper-parameter name ("lr", "mom") to a function of pct in [0, 1]
+    (see minidl.optim.schedule); pct is learn.pct_train.
+    """
+    order = 1
+
+    def __init__(self, scheds):
+        self.scheds = scheds
+
+    def before_fit(self):
+        self._set(self.learn.pct_train)
+
+    def before_batch(self):
+        if self.training:
+            self._set(self.learn.pct_train)
+
+    def _set(self, pct):
+        for name, fn in self.scheds.items():
+            self.opt.set_hyper(name, fn(min(pct, 1.0)))
+
+
+class TrackerCallback(Callback):
+    """Tracks a recorded value (valid_loss by default) and notices improvements."""
+    order = 60  # after the Recorder has computed the epoch's values
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0):
+        self.monitor, self.min_delta = monitor, abs(min_delta)
+        if comp is None:
+            comp = np.less if "loss" in monitor or "error" in monitor else np.greater
+        self.comp = comp
+
+    def before_fit(self):
+        names = self.recorder.metric_names
+        if self.monitor not in names:
+            raise ValueError(f"{type(self).__name__}: cannot monitor {self.monitor!r}; recorded values are "
+                             f"{[n for n in names if n not in ('epoch', 'time')]}")
+        self.best = np.inf if self.comp is np.less else -np.inf
+        self.improved = False
+
+    def after_epoch(self):
+        value = self.recorder.last_values[self.monitor]
+        delta = -self.min_delta if self.comp is np.less else self.min_delta
+        self.improved = value is not None and bool(self.comp(value - delta, self.best))
+        if self.improved:
+            self.best = value
+
+
+class SaveModelCallback(TrackerCallback):
+    """Saves the model (and optionally optimizer) whenever the monitored value improves,
+    and loads the best one at the end; ``every_epoch`` saves ``{fname}_{epoch}`` each epoch."""
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, fname="model",
+                 every_epoch=False, at_end=False, with_opt=False):
+        super().__init__(monitor, comp, min_delta)
+        self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
+
+    def after_epoch(self):
+        if self.every_epoch:
+            self.learn.save(f"{self.fname}_{self.epoch}", with_opt=self.with_opt)
+            return
+        super().after_epoch()
+        if self.improved and not self.at_end:
+            print(f"Better model found at epoch {self.epoch} with {self.monitor} value: {self.best:.6g}.")
+            self.learn.save(self.fname, with_opt=self.with_opt)
+
+    def after_fit(self):
+        if self.at_end:
+            self.learn.save(self.fname, with_opt=self.with_opt)
+        elif not self.every_epoch and np.isfinite(self.best):
+            self.learn.load(self.fname, with_opt=self.with_opt)
+
+
+class EarlyStoppingCallback(TrackerCallback):
+    """Stops training when the monitored value has not improved for ``patience`` epochs."""
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, patience=1):
+        super().__init__(monitor, comp, min_delta)
+        self.patience = patience
+
+    def before_fit(self):
+        super().before_fit()
+        self.waited = 0
+
+    def after_epoch(self):
+        super().after_epoch()
+        self.waited = 0 if self.improved else self.waited + 1
+        if self.waited >= self.patience:
+            print(f"No improvement since epoch {self.epoch - self.waited}: early stopping")
+            raise CancelFitException()

@@ -1,0 +1,327 @@
+"""The Learner: data + model + loss + optimizer, and the training loop that joins them.
+
+The loop itself is short (``_do_one_batch``): predict, compute the loss, backward,
+step, zero the gradients. Everything else (switching train/eval, recording losses,
+printing the table, schedules, early stopping, the lr finder) is a callback that runs
+at the loop's events (see callback.py). fastai's API, so the book's code reads the same:
+
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    learn.fit_one_cycle(3, lr_max=1e-2)
+"""
+import contextlib
+import copy
+import math
+import pathlib
+
+import numpy as np
+
+from .. import random
+from ..autograd import no_grad
+from ..data import collate
+from ..io import load_checkpoint, save_checkpoint
+from ..nn import BatchNorm1d, BatchNorm2d, CrossEntropyLossFlat, MSELossFlat
+from ..optim import fastai_adam, lr_for_groups
+from ..optim.schedule import one_cycle
+from ..tensor import Tensor, is_float
+from .callback import (CancelBackwardException, CancelBatchException, CancelEpochException,
+                       CancelFitException, CancelStepException, CancelTrainException,
+                       CancelValidateException, ParamScheduler, TrainEvalCallback)
+from .lr_find import LRFinder, suggest
+from .recorder import ProgressCallback, Recorder
+
+
+def trainable_params(model):
+    """The default splitter: one parameter group holding every parameter."""
+    return [list(model.parameters())]
+
+
+class Learner:
+    def __init__(self, dls, model, loss_func=None, opt_func=fastai_adam, lr=1e-3, splitter=trainable_params,
+                 cbs=None, metrics=None, path=".", model_dir="models", wd=None, train_bn=True,
+                 moms=(0.95, 0.85, 0.95)):
+        """``dls``: DataLoaders (train, valid); ``loss_func``: picked from the targets' dtype when
+        None (integers: CrossEntropyLossFlat, floats: MSELossFlat); ``opt_func(param_groups, lr)``
+        builds the optimizer (fastai's Adam by default); ``splitter(model)`` returns the
+        parameter groups (body, head...) that freezing and discriminative rates act on."""
+        self.dls, self.model = dls, model
+        first = dls.train.one_batch()
+        self.n_inputs = getattr(dls, "n_inputs", None) or len(first) - 1  # the rest of a batch: targets
+        self.loss_func = loss_func if loss_func is not None else self._default_loss(first[-1])
+        self.opt_func, self.lr, self.splitter, self.wd = opt_func, lr, splitter, wd
+        self.train_bn, self.moms = train_bn, moms
+        self.path, self.model_dir = pathlib.Path(path), model_dir
+        self.opt, self.training, self.show_progress = None, False, True
+        self.epoch, self.n_epoch, self.iter, self.train_iter = 0, 1, 0, 0
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        self.cbs = []
+        self.add_cbs([TrainEvalCallback(), Recorder([copy.copy(m) for m in metrics or []]), ProgressCallback()])
+        self.add_cbs(cbs or [])
+        if dls.device is not None:
+            self.model.to(dls.device)
+
+    @staticmethod
+    def _default_loss(y):
+        if not is_float(y.dtype):
+            return CrossEntropyLossFlat()
+        return MSELossFlat()
+
+    # ---------------------------------------------------------------- callbacks and events
+    def add_cbs(self, cbs):
+        for cb in cbs if isinstance(cbs, (list, tuple)) else [cbs]:
+            cb = cb() if isinstance(cb, type) else cb
+            cb.learn = self
+            setattr(self, cb.name, cb)   # learn.recorder, learn.progress, ...
+            self.cbs.append(cb)
+        return self
+
+    def remove_cbs(self, cbs):
+        for cb in cbs:
+            self.cbs.remove(cb)
+            if getattr(self, cb.name, None) is cb:
+                delattr(self, cb.name)
+
+    @contextlib.contextmanager
+    def added_cbs(self, cbs):
+        cbs = [cb() if isinstance(cb, type) else cb for cb in (cbs or [])]
+        self.add_cbs(cbs)
+        try:
+            yield
+        finally:
+            self.remove_cbs(cbs)
+
+    def __call__(self, event):
+        for cb in sorted(self.cbs, key=lambda c: c.order):
+            method = getattr(type(cb), event, None)
+            if method is not None:
+                method(cb)
+
+    def _with_events(self, fn, stage, cancel):
+        try:
+            self(f"before_{stage}")
+            fn()
+        except cancel:
+            self(f"after_cancel_{stage}")
+        self(f"after_{stage}")
+
+    # ---------------------------------------------------------------- the loop
+    def _do_one_batch(self):
+        self.pred = self.model(*self.xb)
+        self("after_pred")
+        if self.yb:
+            self.loss = self.loss_func(self.pred, *self.yb)
+            self("after_loss")
+        if not self.training or not self.yb:
+            return
+        self._with_events(self.loss.backward, "backward", CancelBackwardException)
+        self._with_events(self.opt.step, "step", CancelStepException)
+        self.opt.zero_grad()
+
+    def _all_batches(self):
+        self.n_iter = len(self.dl)
+        for self.iter, batch in enumerate(self.dl):
+            self.xb, self.yb = tuple(batch[:self.n_inputs]), tuple(batch[self.n_inputs:])
+            self.pred = self.loss = None  # set by the batch, unless a callback cancels it first
+            self._with_events(self._do_one_batch, "batch", CancelBatchException)
+
+    def _do_epoch_train(self):
+        self.dl = self.dls.train
+        if hasattr(self.dl, "epoch"):
+            self.dl.epoch = self.epoch  # a seeded loader's order depends on the epoch: resuming replays it
+        self._with_events(self._all_batches, "train", CancelTrainException)
+
+    def _do_epoch_validate(self, dl=None):
+        self.dl = dl if dl is not None else self.dls.valid
+        if self.dl is None:
+            return
+        with no_grad():
+            self._with_events(self._all_batches, "validate", CancelValidateException)
+
+    def _do_epoch(self):
+        self._do_epoch_train()
+        self._do_epoch_validate()
+
+    def _do_fit(self):
+        for self.epoch in range(self.start_epoch, self.n_epoch):
+            self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+    @property
+    def pct_train(self):
+        """How far training has got, from 0 to 1 (what schedules are functions of)."""
+        done_in_epoch = self.iter / len(self.dls.train) if self.training else 0
+        return (self.epoch + done_in_epoch) / self.n_epoch
+
+    def fit(self, n_epoch, lr=None, wd=None, cbs=None, start_epoch=0):
+        """Train for ``n_epoch`` epochs (from ``start_epoch``, to resume from a checkpoint)."""
+        if self.opt is None:
+            self.create_opt()
+        if lr is not None:
+            self.opt.set_hyper("lr", lr_for_groups(lr, len(self.opt.param_groups)))
+        if wd is not None or self.wd is not None:
+            self.opt.set_hyper("wd", wd if wd is not None else self.wd)
+        self.n_epoch, self.start_epoch = n_epoch, start_epoch
+        self.epoch, self.iter = start_epoch, 0
+        with self.added_cbs(cbs):
+            self._with_events(self._do_fit, "fit", CancelFitException)
+
+    def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
+                      moms=None, cbs=None, start_epoch=0):
+        """fit with the one-cycle schedule: lr warms up (cosine) from lr_max/div to lr_max over
+        pct_start of training, then anneals to lr_max/div_final; momentum does the opposite."""
+        if self.opt is None:
+            self.create_opt()
+        lr_max = lr_for_groups(self.lr if lr_max is None else lr_max, len(self.opt.param_groups))
+        scheds = one_cycle(lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms or self.moms)
+        if self.opt.param_groups[0].get("mom", 0) == 0:
+            scheds.pop("mom")  # an optimizer without momentum (plain SGD) keeps it off, as in fastai
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + list(cbs or []), start_epoch=start_epoch)
+
+    def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, **kwargs):
+        """fastai's transfer-learning recipe: train the head with the body frozen, then everything,
+        the body at rates lr_mult times lower than the head (discriminative learning rates)."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+    # ---------------------------------------------------------------- optimizer and freezing
+    def create_opt(self):
+        groups = self.splitter(self.model)
+        self.opt = self.opt_func([{"params": list(g)} for g in groups], self.lr)
+        self.param_groups = groups
+        if self.wd is not None:
+            self.opt.set_hyper("wd", self.wd)
+        return self.opt
+
+    def freeze_to(self, n):
+        """Train only parameter groups n, n+1, ... (batch norm layers stay trainable when train_bn)."""
+        if self.opt is None:
+            self.create_opt()
+        bn_params = {id(p) for m in self.model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))
+                     for p in m.parameters(recurse=False)}
+        frozen = set(range(len(self.param_groups))[:n])
+        for i, group in enumerate(self.param_groups):
+            for p in group:
+                p.requires_grad_(i not in frozen or (self.train_bn and id(p) in bn_params))
+                if not p.requires_grad:
+                    p.grad = None
+
+    def freeze(self):
+        """Freeze every group but the last (the head)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self):
+        self.freeze_to(0)
+
+    # ---------------------------------------------------------------- the learning-rate finder
+    def lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot="lr_find.png"):
+        """Sweep the learning rate up exponentially and return SuggestedLRs(valley, minimum, steep).
+
+        The model, the optimizer and the random generator are put back exactly as they were,
+        so lr_find changes nothing about the training that follows (unlike fastai's).
+        """
+        snapshot = self._snapshot()
+        n_epoch = math.ceil(num_it / len(self.dls.train))
+        self.show_progress = False
+        try:
+            self.fit(n_epoch, cbs=[LRFinder(start_lr, end_lr, num_it, stop_div)])
+        finally:
+            self.show_progress = True
+            self._restore(snapshot)
+        suggestions = suggest(self.recorder.lrs, self.recorder.smooth_losses)
+        if plot:
+            self.recorder.plot_lr_find(str(self.path / plot), suggestions=suggestions._asdict())
+        return suggestions
+
+    def _snapshot(self):
+        return {"model": {k: v.numpy().copy() for k, v in self.model.state_dict().items()},
+                "opt": copy.deepcopy(self.opt.state_dict()) if self.opt is not None else None,
+                "rng": copy.deepcopy(random.generator().bit_generator.state),
+                "training": [m.training for m in self.model.modules()],
+                "requires_grad": [p.requires_grad for p in self.model.parameters()]}
+
+    def _restore(self, snapshot):
+        self.model.load_state_dict(snapshot["model"])
+        self.model.zero_grad()
+        if snapshot["opt"] is None:
+            self.opt = None
+        else:
+            self.opt.load_state_dict(snapshot["opt"])
+        random.generator().bit_generator.state = snapshot["rng"]
+        for m, mode in zip(self.model.modules(), snapshot["training"]):
+            m.training = mode
+        for p, flag in zip(self.model.parameters(), snapshot["requires_grad"]):
+            p.requires_grad = flag
+
+    # ---------------------------------------------------------------- predictions
+    def get_preds(self, ds_idx=1, dl=None, with_decoded=False, act=None):
+        """(predictions, targets) over a whole DataLoader (the validation set by default).
+
+        Predictions go through the loss's activation (softmax for classification) unless
+        ``act`` is given; with_decoded adds the decisions (class indices)."""
+        dl = dl if dl is not None else self.dls[ds_idx]
+        preds, targets = [], []
+        self.model.eval()
+        with no_grad():
+            for batch in dl:
+                xb, yb = batch[:self.n_inputs], batch[self.n_inputs:]
+                preds.append(self.model(*xb).numpy())
+                if yb:
+                    targets.append(yb[0].numpy())
+        out = Tensor(np.concatenate(preds), device=dl.device)
+        act = act or getattr(self.loss_func, "activation", None)
+        probs = act(out) if act is not None else out
+        result = [probs, Tensor(np.concatenate(targets)) if targets else None]
+        if with_decoded:
+            decodes = getattr(self.loss_func, "decodes", lambda o: o)
+            result.append(decodes(probs))
+        return tuple(result)
+
+    def predict(self, item):
+        """Predict one item (the inputs of one sample, as the dataset gives them):
+        returns (decoded, decoded index or value, probabilities)."""
+        items = item if isinstance(item, tuple) else (item,)
+        xb = collate([items], device=self.dls.device or "cpu")
+        self.model.eval()
+        with no_grad():
+            out = self.model(*xb)
+        act = getattr(self.loss_func, "activation", lambda o: o)
+        decodes = getattr(self.loss_func, "decodes", lambda o: o)
+        probs = act(out)[0]
+        decoded = decodes(out)[0]
+        vocab = getattr(self.dls, "vocab", None)
+        label = vocab[int(decoded.item())] if vocab is not None and decoded.numel() == 1 else decoded
+        return label, decoded, probs
+
+    def validate(self, ds_idx=1, dl=None):
+        """[valid_loss, *metrics] on a DataLoader (the validation set by default)."""
+        dl = dl if dl is not None else self.dls[ds_idx]
+        self._do_epoch_validate(dl)
+        return self.recorder.valid_values
+
+    # ---------------------------------------------------------------- checkpoints
+    def _checkpoint_path(self, name):
+        return self.path / self.model_dir / f"{name}.ckpt"
+
+    def save(self, name, with_opt=True):
+        """Save model (and optimizer) state, the epoch and the random state, atomically,
+        to path/model_dir/name.ckpt; ``load`` then resumes training exactly."""
+        tree = {"model": {k: v.numpy() for k, v in self.model.state_dict().items()},
+                "opt": self.opt.state_dict() if with_opt and self.opt is not None else None,
+                "epoch": self.epoch, "rng": random.generator().bit_generator.state}
+        return save_checkpoint(self._checkpoint_path(name), tree)
+
+    def load(self, name, with_opt=True, strict=True):
+        """Load a checkpoint written by save (a clear error if it does not fit the model)."""
+        tree = load_checkpoint(self._checkpoint_path(name) if not str(name).endswith(".ckpt") else name)
+        self.model.load_state_dict(tree["model"], strict=strict)
+        if with_opt and tree.get("opt") is not None:
+            if self.opt is None:
+                self.create_opt()
+            opt_state = dict(tree["opt"], state={int(k): v for k, v in tree["opt"]["state"].items()})
+            self.opt.load_state_dict(opt_state)
+        if tree.get("rng") is not None:
+            random.generator().bit_generator.state = tree["rng"]
+        self.epoch = tree.get("epoch", 0)
+        return self
