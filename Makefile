@@ -24,6 +24,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/00_autograd_tour.py
+	$(PY) examples/01_learner_tour.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_matmul

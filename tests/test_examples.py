@@ -19,3 +19,11 @@ def test_autograd_tour_learns_spirals(seed, capsys):
     accuracy = load("00_autograd_tour").main(["--epochs", "15", "--seed", str(seed)])
     assert accuracy >= 0.98
     assert "epoch  15" in capsys.readouterr().out
+
+
+def test_learner_tour_reaches_its_accuracy(tmp_path, capsys):
+    accuracy = load("01_learner_tour").main(["--epochs", "5", "--out", str(tmp_path)])
+    assert accuracy >= 0.90
+    out = capsys.readouterr().out
+    assert out.startswith("SuggestedLRs(valley=") and "epoch       train_loss  valid_loss  accuracy" in out
+    assert (tmp_path / "lr_find.png").exists()

@@ -229,7 +229,7 @@ class Learner:
         finally:
             self.show_progress = True
             self._restore(snapshot)
-        suggestions = suggest(self.recorder.lrs, self.recorder.smooth_losses)
+        suggestions = suggest(self.recorder.lrs, self.recorder.smooth_losses, num_it)
         if plot:
             self.recorder.plot_lr_find(str(self.path / plot), suggestions=suggestions._asdict())
         return suggestions

@@ -71,8 +71,11 @@ def valley(lrs, losses):
     return lrs[start + int(section) + int(section / 2)]
 
 
-def suggest(lrs, losses, skip_end=5):
-    """All three suggestions from a recorded sweep (the last few points are usually diverging)."""
-    keep = max(len(lrs) - skip_end, 2) if len(lrs) > skip_end + 2 else len(lrs)
-    lrs, losses = list(lrs[:keep]), list(losses[:keep])
+def suggest(lrs, losses, num_it):
+    """All three suggestions from a recorded sweep, as fastai computes them: without the first
+    tenth (the smoothed loss is still settling) and the last 5 points (usually diverging)."""
+    start, end = num_it // 10, len(lrs) - 5
+    if end - start < 3:
+        start, end = 0, len(lrs)
+    lrs, losses = list(lrs[start:end]), list(losses[start:end])
     return SuggestedLRs(valley(lrs, losses), minimum(lrs, losses), steep(lrs, losses))
