@@ -1,0 +1,276 @@
+"""External data sets: find a data set's folder, or download it once into a cache.
+
+    path = find_data("adult")               # a folder holding adult.data, adult.names
+    df = path / "adult.data"
+
+Where ``find_data(name, data)`` looks, first hit wins:
+
+1. ``data`` (a path, e.g. an example's ``--data PATH``);
+2. the environment variable ``MINIDL_DATA``;
+3. the cache, ``~/.minidl/data`` (``$MINIDL_CACHE/data`` when ``MINIDL_CACHE`` is set);
+4. the official archive, downloaded into the cache, checked and unpacked there.
+
+In 1-3 a root may be the data set's folder itself (it holds the files) or its parent
+(``<root>/<name>/`` holds them). Nothing is ever half-installed: the archive is
+downloaded and unpacked beside the cache under temporary names, checked, and only then
+renamed into place; a bad download is deleted.
+"""
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from http.client import HTTPException
+from pathlib import Path
+
+__all__ = ["find_data", "cache_dir", "DataNotFoundError", "ChecksumError", "DATASETS", "SOURCES", "SHA256"]
+
+# The files each data set must have (a folder counts as the data set when it holds all
+# of them); the optional ones are used when present.
+DATASETS = {
+    "adult": {"required": ("adult.data", "adult.names"), "optional": ("adult.test", "adult.csv")},
+    "ml-latest-small": {"required": ("ratings.csv", "movies.csv"), "optional": ()},
+    "ml-100k": {"required": ("u.data", "u.item"), "optional": ()},
+}
+
+# Where each data set's official zip lives. Tests point these at a local server.
+SOURCES = {
+    "adult": "https://archive.ics.uci.edu/static/public/2/adult.zip",
+    "ml-latest-small": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+    "ml-100k": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+}
+
+# GroupLens publishes `<url>.md5` beside each zip; we check the archive against it.
+# It comes from the same server as the zip, so it guards against a corrupt or truncated
+# download, not against tampering. The pinned SHA256 below is what guards the content.
+PUBLISHED_MD5 = {"ml-latest-small", "ml-100k"}
+
+# SHA256 of extracted files, checked after unpacking. Computed with hashlib.sha256 over
+# the files in the project's ../shared/data/ (adult/adult.data from UCI; ratings.csv and
+# movies.csv from GroupLens' ml-latest-small.zip). Files we have no copy of here
+# (adult.test, ml-100k's u.data and u.item) are not pinned: ml-100k relies on the md5.
+SHA256 = {
+    "adult": {
+        "adult.data": "df25a4e32ed6f1bd4b3910d21a7bd661a09061eced7cb45555a519d9667cc87b",
+    },
+    "ml-latest-small": {
+        "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
+        "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
+    },
+    "ml-100k": {},
+}
+
+TIMEOUT_S = 20  # per network operation (connect, each read), so a dead network fails fast
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set is in none of the places searched and could not be downloaded."""
+
+
+class ChecksumError(Exception):
+    """A downloaded file's digest differs from the expected one (the download was deleted)."""
+
+
+def cache_dir():
+    """The download cache for data sets: ``$MINIDL_CACHE/data``, else ``~/.minidl/data``."""
+    root = os.environ.get("MINIDL_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".minidl") / "data"
+
+
+def find_data(name, data=None, download=True):
+    """The folder holding data set ``name``'s files; download it into the cache if need be.
+
+    ``data``: a folder to look in first (the data set's folder or its parent).
+    ``download=False`` never touches the network. Raises ``DataNotFoundError`` (a
+    ``FileNotFoundError``) listing every place searched and where to put the files.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"find_data: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    required = DATASETS[name]["required"]
+    roots = []
+    if data is not None:
+        roots.append(("the data argument", Path(data).expanduser()))
+    if os.environ.get("MINIDL_DATA"):
+        roots.append(("MINIDL_DATA", Path(os.environ["MINIDL_DATA"]).expanduser()))
+    roots.append(("the cache", cache_dir()))
+
+    searched = []
+    for why, root in roots:
+        for folder in (root, root / name):
+            if _holds(folder, required):
+                return folder
+            missing = [f for f in required if not (folder / f).is_file()]
+            searched.append(f"{folder}  ({why}: " + (f"no {', '.join(missing)})" if folder.is_dir()
+                                                    else "no such folder)"))
+
+    url = SOURCES.get(name)
+    failure = "download=False"
+    if download and url is None:
+        failure = "no official archive is known for it"
+    elif download:
+        try:
+            return _download(name)
+        except _DownloadFailed as e:
+            failure = f"download from {url} failed: {e}"
+    target = cache_dir() / name
+    raise DataNotFoundError(
+        f"data set {name!r} not found: no folder holding {', '.join(required)}.\n"
+        f"Searched:\n" + "".join(f"  {s}\n" for s in searched) +
+        f"Not downloaded: {failure}.\n"
+        f"Fix: put {', '.join(required)} in {target}/{f' (from {url})' if url else ''}, "
+        f"or pass the folder holding them (data=PATH, an example's --data PATH) or set MINIDL_DATA=PATH.")
+
+
+def _holds(folder, files):
+    return all((folder / f).is_file() for f in files)
+
+
+class _DownloadFailed(Exception):
+    """The network or the archive let us down (not a checksum mismatch: that is louder)."""
+
+
+def _download(name):
+    """Download, check and unpack ``SOURCES[name]`` into ``cache_dir()/name``; return that folder."""
+    url, required = SOURCES[name], DATASETS[name]["required"]
+    cache = cache_dir()
+    target = cache / name
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _DownloadFailed(f"cannot create the cache folder {cache}: {e}") from e
+    # Temporary names in the cache itself, so the final rename stays on one file system.
+    fd, archive = tempfile.mkstemp(dir=cache, prefix=f".{name}-", suffix=".zip.part")
+    os.close(fd)
+    archive = Path(archive)
+    unpacked = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}-", suffix=".unpacking"))
+    try:
+        try:
+            expected_md5 = _published_md5(url) if name in PUBLISHED_MD5 else None
+            _fetch(url, archive)
+        except (OSError, HTTPException) as e:  # URLError, HTTPError, timeouts, resets are all here
+            # A plain URLError's str() is "<urlopen error ...>": its reason reads better.
+            raise _DownloadFailed(e.reason if type(e) is urllib.error.URLError else e) from e
+        if expected_md5 is not None:
+            _check_digest(archive, "md5", expected_md5,
+                          label=f"{url.rsplit('/', 1)[-1]} (the downloaded archive)")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(unpacked)
+        except zipfile.BadZipFile as e:
+            raise _DownloadFailed(f"not a zip archive ({e})") from e
+        folder = _folder_holding(unpacked, required)
+        if folder is None:
+            raise _DownloadFailed(f"the archive holds no folder with {', '.join(required)}")
+        for file, digest in SHA256.get(name, {}).items():
+            _check_digest(folder / file, "sha256", digest, label=f"{file} (from {url})")
+        if not _holds(target, required):  # another process may have just finished the same download
+            _install(folder, target, required)
+        return target
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _published_md5(url):
+    """The md5 GroupLens publishes at ``<url>.md5`` (``<md5>  <name>`` or ``MD5 (<name>) = <md5>``)."""
+    with urllib.request.urlopen(url + ".md5", timeout=TIMEOUT_S) as response:
+        text = response.read(4096).decode("ascii", "replace")
+    found = re.search(r"\b[0-9a-fA-F]{32}\b", text)
+    if not found:
+        raise _DownloadFailed(f"{url}.md5 holds no md5 digest: {text[:80]!r}")
+    return found.group(0).lower()
+
+
+def _fetch(url, dest):
+    """Stream ``url`` into the file ``dest`` with a progress bar on stderr."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        progress = _Progress(url.rsplit("/", 1)[-1], total)
+        while chunk := response.read(1 << 16):
+            out.write(chunk)
+            progress.update(len(chunk))
+        progress.close()
+    if total and progress.done != total:
+        raise _DownloadFailed(f"the connection closed after {progress.done} of {total} bytes")
+
+
+class _Progress:
+    """A plain-text progress bar: redrawn in place on a terminal, a start and an end line otherwise."""
+
+    def __init__(self, label, total, width=30):
+        self.label, self.total, self.width, self.done = label, total, width, 0
+        self.tty = sys.stderr.isatty()
+        self.last_draw = 0.0
+        if not self.tty:
+            size = _mb(total) if total else "size unknown"
+            print(f"Downloading {label} ({size}) ...", file=sys.stderr, flush=True)
+
+    def update(self, n):
+        self.done += n
+        now = time.monotonic()
+        if self.tty and now - self.last_draw > 0.1:  # ten redraws a second is plenty
+            self.last_draw = now
+            self._draw()
+
+    def _draw(self):
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * self.width)
+            text = f"{frac:4.0%} |{bar:<{self.width}}| {_mb(self.done)} / {_mb(self.total)}"
+        else:
+            text = _mb(self.done)
+        sys.stderr.write(f"\rDownloading {self.label} {text}")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.tty:
+            self._draw()
+            sys.stderr.write("\n")
+        else:
+            print(f"Downloaded {self.label} ({_mb(self.done)})", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+
+
+def _mb(n):
+    return f"{n / 1e6:.1f} MB"
+
+
+def _check_digest(path, algorithm, expected, label):
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    actual = digest.hexdigest()
+    if actual != expected.lower():
+        raise ChecksumError(f"{label}: {algorithm} mismatch, expected {expected}, got {actual}. "
+                            f"The download was deleted; try again, or fetch the files yourself.")
+
+
+def _folder_holding(root, files):
+    """The folder under ``root`` (itself included) that holds all ``files``, or None."""
+    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        if _holds(folder, files):
+            return folder
+    return None
+
+
+def _install(folder, target, required):
+    """Move the unpacked ``folder`` to ``target``: one atomic rename when ``target`` is new."""
+    if not target.exists():
+        try:
+            os.replace(folder, target)
+            return
+        except OSError:
+            if _holds(target, required):
+                return  # another process renamed its copy in first
+            raise
+    # `target` exists but lacks some files (a user's partial copy): add the missing ones,
+    # each with its own atomic rename, leaving the user's own files as they are.
+    for item in folder.iterdir():
+        if not (target / item.name).exists():
+            os.replace(item, target / item.name)

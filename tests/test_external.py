@@ -1,0 +1,258 @@
+"""find_data: the search order, the error that says where to put files, and the download
+(against a local HTTP server serving a zip built here; no internet needed)."""
+import hashlib
+import http.server
+import io
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from minidl.data import external
+from minidl.data.external import ChecksumError, DataNotFoundError, find_data
+
+FILES = {"a.csv": b"x,y\n1,2\n", "b.txt": b"the toy data set\n"}
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    """A fake data set "toy" (required files a.csv, b.txt) and a clean environment:
+    no MINIDL_DATA, the cache in tmp_path/cache, HOME in tmp_path/home, no proxies."""
+    monkeypatch.setitem(external.DATASETS, "toy", {"required": ("a.csv", "b.txt"), "optional": ()})
+    monkeypatch.setitem(external.SHA256, "toy", {"a.csv": sha256(FILES["a.csv"])})
+    monkeypatch.setattr(external, "PUBLISHED_MD5", external.PUBLISHED_MD5 | {"toy"})
+    monkeypatch.setitem(external.SOURCES, "toy", "http://127.0.0.1:9/toy.zip")  # replaced by `server`
+    monkeypatch.delenv("MINIDL_DATA", raising=False)
+    monkeypatch.setenv("MINIDL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    return tmp_path / "cache" / "data"
+
+
+def write_files(folder, files=FILES):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def make_zip(files=FILES, top="toy/"):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in {**files, "README.txt": b"read me\n"}.items():
+            zf.writestr(top + name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server(toy, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving `routes` (path -> bytes); `hits` lists requests."""
+    routes, hits = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/toy.zip"
+    monkeypatch.setitem(external.SOURCES, "toy", url)
+
+    def serve(archive, md5=None):
+        routes["/toy.zip"] = archive
+        routes["/toy.zip.md5"] = f"{md5 or hashlib.md5(archive).hexdigest()}  toy.zip\n".encode()
+
+    yield serve, hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def leftovers(cache):
+    """What the cache holds besides finished data set folders (temporary files and folders)."""
+    return sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) if cache.exists() else []
+
+
+# --- finding files already there ---
+
+def test_found_via_argument_as_folder_itself_or_parent(toy, tmp_path):
+    folder = write_files(tmp_path / "somewhere" / "toy")
+    assert find_data("toy", data=folder, download=False) == folder
+    assert find_data("toy", data=tmp_path / "somewhere", download=False) == folder
+    assert find_data("toy", data=str(folder), download=False) == folder
+
+
+def test_found_via_env_MINIDL_DATA(toy, tmp_path, monkeypatch):
+    folder = write_files(tmp_path / "env" / "toy")
+    monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "env"))
+    assert find_data("toy", download=False) == folder
+    monkeypatch.setenv("MINIDL_DATA", str(folder))
+    assert find_data("toy", download=False) == folder
+
+
+def test_found_in_cache_MINIDL_CACHE_or_home(toy, tmp_path, monkeypatch):
+    folder = write_files(toy / "toy")  # $MINIDL_CACHE/data/toy
+    assert find_data("toy", download=False) == folder
+    monkeypatch.delenv("MINIDL_CACHE")
+    home_folder = write_files(tmp_path / "home" / ".minidl" / "data" / "toy")
+    assert find_data("toy", download=False) == home_folder
+
+
+def test_search_order_argument_then_env_then_cache(toy, tmp_path, monkeypatch):
+    arg, env, cache = (write_files(tmp_path / where / "toy") for where in ("arg", "env", "cache/data"))
+    monkeypatch.setenv("MINIDL_DATA", str(env))
+    assert find_data("toy", data=arg, download=False) == arg
+    assert find_data("toy", data=tmp_path / "empty", download=False) == env
+    monkeypatch.delenv("MINIDL_DATA")
+    assert find_data("toy", download=False) == cache
+
+
+def test_incomplete_folder_does_not_count(toy, tmp_path):
+    folder = write_files(tmp_path / "toy", {"a.csv": b"1\n"})  # b.txt is missing
+    with pytest.raises(DataNotFoundError, match="no b.txt"):
+        find_data("toy", data=folder, download=False)
+
+
+def test_missing_lists_every_place_searched_and_where_to_put_files(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataNotFoundError) as info:
+        find_data("toy", data=tmp_path / "arg", download=False)
+    assert isinstance(info.value, FileNotFoundError)
+    message = str(info.value)
+    for place in (tmp_path / "arg", tmp_path / "arg" / "toy", tmp_path / "env", tmp_path / "env" / "toy",
+                  toy, toy / "toy"):
+        assert f"{place}  (" in message
+    assert f"put a.csv, b.txt in {toy / 'toy'}/" in message
+    assert "MINIDL_DATA" in message and "--data PATH" in message and "download=False" in message
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        find_data("nope")
+
+
+# --- downloading ---
+
+@pytest.mark.parametrize("top", ["toy/", "", "outer/inner/"])
+def test_download_extracts_into_cache_once(server, toy, top, capsys):
+    serve, hits = server
+    serve(make_zip(top=top))
+    folder = find_data("toy")
+    assert folder == toy / "toy"
+    assert {p.name for p in folder.iterdir()} == {"a.csv", "b.txt", "README.txt"}
+    assert (folder / "a.csv").read_bytes() == FILES["a.csv"]
+    assert sorted(hits) == ["/toy.zip", "/toy.zip.md5"]
+    assert leftovers(toy) == [] and sorted(p.name for p in toy.iterdir()) == ["toy"]
+    err = capsys.readouterr().err  # stderr is not a terminal here: a start line and an end line
+    assert "Downloading toy.zip" in err and "Downloaded toy.zip" in err and "\r" not in err
+
+    assert find_data("toy") == folder  # found in the cache: no second download
+    assert len(hits) == 2
+
+
+def test_download_without_published_md5_checks_pinned_sha256(server, toy, monkeypatch):
+    serve, hits = server
+    monkeypatch.setattr(external, "PUBLISHED_MD5", set())  # like UCI's adult.zip
+    serve(make_zip())
+    assert find_data("toy") == toy / "toy"
+    assert hits == ["/toy.zip"]
+
+
+def test_download_progress_bar_redraws_on_a_terminal(server, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    serve, _ = server
+    serve(make_zip())
+    monkeypatch.setattr("sys.stderr", Terminal())
+    find_data("toy")
+    err = external.sys.stderr.getvalue()
+    assert "\rDownloading toy.zip 100% |" in err and err.endswith("\n")
+
+
+def test_download_md5_mismatch_deletes_everything(server, toy):
+    serve, _ = server
+    archive = make_zip()
+    serve(archive, md5="0" * 32)
+    with pytest.raises(ChecksumError) as info:
+        find_data("toy")
+    message = str(info.value)
+    assert "toy.zip" in message and "0" * 32 in message and hashlib.md5(archive).hexdigest() in message
+    assert not (toy / "toy").exists() and leftovers(toy) == []
+
+
+def test_download_sha256_mismatch_deletes_everything(server, toy):
+    serve, _ = server
+    bad = {**FILES, "a.csv": b"tampered\n"}
+    serve(make_zip(bad))  # the published md5 matches this archive: only the pinned sha256 catches it
+    with pytest.raises(ChecksumError) as info:
+        find_data("toy")
+    message = str(info.value)
+    assert "a.csv" in message and sha256(FILES["a.csv"]) in message and sha256(bad["a.csv"]) in message
+    assert not (toy / "toy").exists() and leftovers(toy) == []
+
+
+def test_download_completes_a_partial_cache_folder_keeping_user_files(server, toy):
+    serve, _ = server
+    serve(make_zip())
+    mine = write_files(toy / "toy", {"b.txt": b"my own copy\n"})  # a.csv missing
+    assert find_data("toy") == mine
+    assert (mine / "a.csv").read_bytes() == FILES["a.csv"]
+    assert (mine / "b.txt").read_bytes() == b"my own copy\n"
+    assert leftovers(toy) == []
+
+
+def test_server_unreachable_raises_data_not_found(toy, monkeypatch):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/toy.zip"
+    monkeypatch.setitem(external.SOURCES, "toy", url)
+    with pytest.raises(DataNotFoundError) as info:
+        find_data("toy")
+    message = str(info.value)
+    assert f"download from {url} failed" in message and "refused" in message.lower()
+    assert f"put a.csv, b.txt in {toy / 'toy'}/" in message
+    assert not (toy / "toy").exists() and leftovers(toy) == []
+
+
+def test_http_error_and_bad_archive_raise_data_not_found(server, toy):
+    serve, _ = server
+    with pytest.raises(DataNotFoundError, match="HTTP Error 404"):
+        find_data("toy")  # nothing served yet
+    serve(b"<html>not a zip</html>")
+    with pytest.raises(DataNotFoundError, match="not a zip archive"):
+        find_data("toy")
+    serve(make_zip({"a.csv": FILES["a.csv"]}))
+    with pytest.raises(DataNotFoundError, match="no folder with a.csv, b.txt"):
+        find_data("toy")
+    assert not (toy / "toy").exists() and leftovers(toy) == []
+
+
+# --- the real files, where this machine has them ---
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no ../shared/data beside the project")
+@pytest.mark.parametrize("name", ["adult", "ml-latest-small"])
+def test_real_data_found_and_pinned_sha256_match(name):
+    folder = find_data(name, data=SHARED_DATA, download=False)
+    assert folder == SHARED_DATA / name
+    for file, expected in external.SHA256[name].items():
+        assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == expected, file
