@@ -163,8 +163,10 @@ def test_shuffle_is_reproducible_with_a_seed():
     for ea, eb in zip(runs_a, runs_b):
         np.testing.assert_array_equal(ea, eb)
     assert not np.array_equal(runs_a[0], runs_c[0])
-    # epoch e's order is default_rng(seed + e)'s permutation; setting .epoch replays it
-    np.testing.assert_array_equal(runs_a[2], np.random.default_rng(5 + 2).permutation(30))
+    # epoch e's order is default_rng([seed, e])'s permutation (so seed 5, epoch 1 differs from
+    # seed 6, epoch 0); setting .epoch replays it
+    np.testing.assert_array_equal(runs_a[2], np.random.default_rng([5, 2]).permutation(30))
+    assert not np.array_equal(runs_a[1], runs_c[0])
     a.epoch = 1
     np.testing.assert_array_equal(epoch_indices(a), runs_a[1])
 
@@ -452,3 +454,30 @@ def test_dataloaders_device():
     assert dls.to("cpu") is dls and dls.device == train.device == valid.device == "cpu"
     with raises(ValueError, "unknown device"):
         dls.to("tpu")
+
+
+class NoisyDataset:
+    """Adds minidl random noise in __getitem__, like a random augmentation."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return (np.float32(i) + minidl.randn(1).numpy()[0],)
+
+
+def test_random_augmentations_are_reproducible_with_prefetch_and_training_draws():
+    def run(prefetch):
+        minidl.manual_seed(11)
+        dl = DataLoader(NoisyDataset(), batch_size=8, shuffle=True, prefetch=prefetch)
+        seen, main_draws = [], []
+        for _ in range(2):
+            for (x,) in dl:
+                seen.append(x.numpy().copy())
+                main_draws.append(minidl.rand(1).item())  # the training thread draws too (dropout)
+        return np.concatenate(seen), main_draws
+    first, second, no_prefetch = run(2), run(2), run(0)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[1] == second[1]
+    np.testing.assert_array_equal(first[0], no_prefetch[0])
+    assert first[1] == no_prefetch[1]

@@ -191,8 +191,8 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, loader
 
     resumed = make(99)                                   # other initial weights: the checkpoint must set them
     resumed.load("model_1")
-    assert resumed.epoch == 1
-    resumed.fit_one_cycle(4, 1e-2, start_epoch=2)
+    assert resumed.epochs_done == 2
+    resumed.fit_one_cycle(4, 1e-2, start_epoch=resumed.epochs_done)
     assert_same_weights(weights(uninterrupted.model), weights(resumed.model))
 
 
@@ -406,3 +406,127 @@ def test_recorder_plots_are_png_files(tmp_path):
     for path in (learn.recorder.plot_loss(str(tmp_path / "loss.png")),
                  learn.recorder.plot_sched(str(tmp_path / "sched.png"))):
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- regressions found in review
+
+def quiet(learn):
+    learn.show_progress = False
+    return learn
+
+
+def test_fit_without_lr_uses_the_learners_lr_again(tmp_path):
+    learn = quiet(Learner(xor_like(), mlp(), path=tmp_path, lr=1e-3))
+    learn.fit_one_cycle(1, 1e-2)
+    learn.fit(1)
+    assert learn.recorder.lrs[0] == pytest.approx(1e-3)
+
+
+def test_zero_epochs_is_a_no_op(tmp_path):
+    learn = quiet(Learner(xor_like(), mlp(), path=tmp_path))
+    before = weights(learn.model)
+    learn.fit_one_cycle(0)
+    assert_same_weights(before, weights(learn.model))
+
+
+def test_biases_and_batch_norm_get_no_weight_decay_by_default(tmp_path):
+    for wd_bn_bias, expect_decay in ((False, False), (True, True)):
+        learn = quiet(Learner(xor_like(), mlp(), path=tmp_path, lr=0.5, wd=0.1, wd_bn_bias=wd_bn_bias))
+        learn.create_opt()
+        with minidl.no_grad():
+            learn.model[2].bias.fill_(1.0)                 # batch norm's bias starts at 0: give it something to decay
+        for p in learn.model.parameters():
+            p.grad = minidl.zeros_like(p)              # no gradient: only weight decay can move them
+        before = weights(learn.model)
+        learn.opt.step()
+        after = weights(learn.model)
+        assert not np.array_equal(before["0.weight"], after["0.weight"])          # weights always decay
+        for name in ("0.bias", "2.weight", "2.bias"):
+            assert np.array_equal(before[name], after[name]) != expect_decay, name
+
+
+def test_the_last_row_is_printed_when_early_stopping_ends_the_fit(tmp_path, capsys):
+    learn = Learner(xor_like(), mlp(), path=tmp_path, cbs=EarlyStoppingCallback(patience=1))
+    learn.fit(5, lr=0.0)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == len(learn.recorder.values) == 2
+
+
+def test_get_preds_on_the_training_set_keeps_dataset_order_and_the_rng(tmp_path):
+    learn = quiet(Learner(xor_like(), mlp(), path=tmp_path))
+    state = minidl.random.generator().bit_generator.state
+    _, targets = learn.get_preds(ds_idx=0)
+    assert minidl.random.generator().bit_generator.state == state
+    np.testing.assert_array_equal(targets.numpy(), learn.dls.train.dataset.arrays[1])
+
+
+def test_lr_find_restores_show_progress_and_needs_enough_points(tmp_path):
+    learn = quiet(Learner(xor_like(), mlp(), path=tmp_path))
+    learn.lr_find(num_it=20, plot=None)
+    assert learn.show_progress is False
+    with pytest.raises(ValueError, match="usable points"):
+        learn.lr_find(num_it=4, plot=None)
+
+
+def test_inference_without_validation_data_names_the_problem(tmp_path):
+    dls = xor_like()
+    dls.valid = None
+    learn = quiet(Learner(dls, mlp(), path=tmp_path))
+    with pytest.raises(ValueError, match="no validation data"):
+        learn.validate()
+    with pytest.raises(ValueError, match="no validation data"):
+        learn.get_preds()
+    with pytest.raises(ValueError, match="validation set"):
+        learn.fit(1, cbs=EarlyStoppingCallback())
+
+
+def test_freeze_needs_more_than_one_group(tmp_path):
+    with pytest.raises(ValueError, match="single parameter group"):
+        Learner(xor_like(), mlp(), path=tmp_path).freeze()
+
+
+def test_float64_data_for_a_float32_model_is_caught_at_construction(tmp_path):
+    x = np.random.default_rng(0).standard_normal((100, 6))          # float64
+    dls = DataLoaders.from_dsets(ArrayDataset(x, np.arange(100) % 2), bs=10)
+    with pytest.raises(TypeError, match="float64 but the model's parameters are float32"):
+        Learner(dls, mlp(), path=tmp_path)
+
+
+def test_predict_decodes_probabilities_not_logits(tmp_path):
+    x = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    dls = DataLoaders.from_dsets(ArrayDataset(x, y), ArrayDataset(x, y), bs=16)
+    model = nn.Linear(6, 1)
+    learn = quiet(Learner(dls, model, loss_func=nn.BCEWithLogitsLossFlat(), path=tmp_path))
+    with minidl.no_grad():
+        model.weight.zero_()
+        model.bias.fill_(0.3)                               # logit 0.3: probability 0.574 > 0.5
+    _, decoded, probs = learn.predict(x[0])
+    assert bool(decoded.item()) and probs.item() == pytest.approx(1 / (1 + math.exp(-0.3)), rel=1e-5)
+    assert learn.get_preds(with_decoded=True)[2].numpy().all()
+
+
+def test_lr_find_suggestions_follow_fastais_formulas():
+    from minidl.learn import steep, valley
+    lrs = np.geomspace(1e-5, 1, 40)
+    losses = np.concatenate([np.full(10, 2.0) + np.linspace(0, 0.05, 10), np.linspace(2.0, 0.5, 20),
+                             np.linspace(0.5, 3.0, 10)])
+    # fastai's loops, written out
+    n, lds, max_start, max_end = len(losses), [1] * len(losses), 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end, max_start = i, i - lds[i]
+    sections = (max_end - max_start) / 3
+    assert valley(lrs, losses) == lrs[max_start + int(sections) + int(sections / 2)]
+    grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))
+    assert steep(lrs, losses) == lrs[grads.argmin()]
+
+
+def test_f1_thresholds_logits_through_the_sigmoid():
+    metric = F1Score()
+    metric.reset()
+    metric.accumulate(minidl.tensor([[0.3], [0.3], [-2.0]]), minidl.tensor([1, 1, 0]))
+    assert metric.value == 1.0

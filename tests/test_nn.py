@@ -982,3 +982,24 @@ def test_manual_seed_makes_init_reproducible():
     minidl.manual_seed(7)
     t2 = init.trunc_normal_(empty(50, 50), std=0.5, a=-0.3, b=0.3).numpy()
     np.testing.assert_array_equal(t1, t2)
+
+
+def test_cross_entropy_flat_with_the_class_axis_first_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 3, 4, 5)), rng.integers(0, 3, (2, 4, 5))
+    ours = nn.CrossEntropyLossFlat(axis=1)(minidl.tensor(x), minidl.tensor(y)).item()
+    theirs = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(y)).item()
+    assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+def test_batch_norm_momentum_none_is_a_cumulative_average_like_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.BatchNorm1d(3, momentum=None), torch.nn.BatchNorm1d(3, momentum=None)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal((8, 3)).astype(np.float32) * 2 + 1
+        ours(minidl.tensor(x))
+        theirs(torch.tensor(x))
+    np.testing.assert_allclose(ours.running_mean.numpy(), theirs.running_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-5)

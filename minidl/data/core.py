@@ -191,11 +191,16 @@ class DataLoader:
         return n // bs if self.drop_last else -(-n // bs)
 
     def __iter__(self):
-        batches = self._batch_indices()  # in the calling thread: the random draw stays reproducible
+        # Every random draw of the epoch is planned here, in the calling thread: the order,
+        # and the seed of the generator the batches are built with (augmentations draw from
+        # it, in whichever thread builds them), so runs are reproducible with or without prefetch.
+        batches = self._batch_indices()
+        data_rng = self._data_generator()
         self.epoch += 1
+        jobs = [(indices, data_rng) for indices in batches]
         if self.prefetch == 0:
-            return (self._make_batch(indices) for indices in batches)
-        return self._prefetched(batches)
+            return (self._make_batch(*job) for job in jobs)
+        return self._prefetched(jobs)
 
     def one_batch(self):
         """The first ``batch_size`` samples in dataset order, as a batch.
@@ -206,7 +211,7 @@ class DataLoader:
         n = len(self.dataset)
         if n == 0:
             raise ValueError("one_batch: the dataset is empty")
-        return self._make_batch(np.arange(min(self.batch_size, n)))
+        return self._make_batch(np.arange(min(self.batch_size, n)))  # fixed data generator: draws nothing
 
     def new(self, **changes):
         """A new loader over the same dataset with some settings changed, e.g. ``dl.new(shuffle=False)``."""
@@ -235,11 +240,26 @@ class DataLoader:
         if not self.shuffle:
             order = np.arange(n)
         else:
-            rng = np.random.default_rng(self.seed + self.epoch) if self.seed is not None else _random.generator()
+            rng = np.random.default_rng([self.seed, self.epoch]) if self.seed is not None else _random.generator()
             order = rng.permutation(n)
         return [order[start:start + bs] for start in range(0, len(self) * bs, bs)]
 
-    def _make_batch(self, indices):
+    def _data_generator(self):
+        """This epoch's generator for the dataset's own random draws (augmentations).
+
+        Only a shuffling (training) loader without a seed draws it from minidl's generator;
+        the others use a fixed one, so iterating a validation set changes no later draw."""
+        if self.seed is not None:
+            return np.random.default_rng([self.seed, self.epoch, 1])
+        if self.shuffle:
+            return np.random.default_rng(_random.generator().integers(2 ** 63))
+        return np.random.default_rng(0)
+
+    def _make_batch(self, indices, data_rng=None):
+        with _random.using(data_rng or np.random.default_rng(0)):
+            return self._collate(indices)
+
+    def _collate(self, indices):
         if self.collate_fn is None and hasattr(self.dataset, "get_batch"):
             fields = [f.numpy() if isinstance(f, Tensor) else f for f in self.dataset.get_batch(indices)]
             return tuple(_to_tensor(np.asarray(f), f, j, self.device) for j, f in enumerate(fields))
@@ -268,11 +288,11 @@ class DataLoader:
             stop.set()
 
     def _build_ahead(self, batches, ready, stop):
-        for k, indices in enumerate(batches):
+        for k, (indices, data_rng) in enumerate(batches):
             if stop.is_set():
                 return
             try:
-                item = (self._make_batch(indices), None)
+                item = (self._make_batch(indices, data_rng), None)
             except BaseException as error:
                 shown = indices[:8].tolist()
                 error.add_note(f"(in the DataLoader's prefetch thread, building batch {k} from samples "

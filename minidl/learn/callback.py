@@ -62,17 +62,22 @@ class Callback:
 
     @property
     def name(self):
-        """ProgressCallback -> "progress": how the Learner exposes it (learn.progress)."""
+        """ProgressCallback -> "progress", LRFinder -> "lr_finder": how the Learner exposes it."""
         base = re.sub(r"Callback$", "", type(self).__name__) or type(self).__name__
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+        words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", base)
+        return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", words).lower()
 
 
 class TrainEvalCallback(Callback):
-    """Puts the model in train or eval mode and counts training iterations."""
+    """Puts the model in train or eval mode, counts training iterations and finished epochs."""
     order = -10
 
     def before_fit(self):
         self.learn.train_iter = 0
+        self.learn.epochs_done = self.learn.start_epoch
+
+    def after_epoch(self):
+        self.learn.epochs_done = self.epoch + 1
 
     def before_train(self):
         self.learn.training = True
@@ -125,6 +130,9 @@ class TrackerCallback(Callback):
         if self.monitor not in names:
             raise ValueError(f"{type(self).__name__}: cannot monitor {self.monitor!r}; recorded values are "
                              f"{[n for n in names if n not in ('epoch', 'time')]}")
+        if self.monitor != "train_loss" and self.dls.valid is None:
+            raise ValueError(f"{type(self).__name__}: {self.monitor!r} is measured on the validation set, "
+                             f"and these DataLoaders have none; monitor 'train_loss' or add a validation set")
         self.best = np.inf if self.comp is np.less else -np.inf
         self.improved = False
 
@@ -158,7 +166,7 @@ class SaveModelCallback(TrackerCallback):
         if self.at_end:
             self.learn.save(self.fname, with_opt=self.with_opt)
         elif not self.every_epoch and np.isfinite(self.best):
-            self.learn.load(self.fname, with_opt=self.with_opt)
+            self.learn.load(self.fname, with_opt=self.with_opt, resume=False)  # weights only: time goes on
 
 
 class EarlyStoppingCallback(TrackerCallback):

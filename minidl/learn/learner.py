@@ -37,21 +37,23 @@ def trainable_params(model):
 
 class Learner:
     def __init__(self, dls, model, loss_func=None, opt_func=fastai_adam, lr=1e-3, splitter=trainable_params,
-                 cbs=None, metrics=None, path=".", model_dir="models", wd=None, train_bn=True,
+                 cbs=None, metrics=None, path=".", model_dir="models", wd=None, wd_bn_bias=False, train_bn=True,
                  moms=(0.95, 0.85, 0.95)):
         """``dls``: DataLoaders (train, valid); ``loss_func``: picked from the targets' dtype when
         None (integers: CrossEntropyLossFlat, floats: MSELossFlat); ``opt_func(param_groups, lr)``
         builds the optimizer (fastai's Adam by default); ``splitter(model)`` returns the
-        parameter groups (body, head...) that freezing and discriminative rates act on."""
+        parameter groups (body, head...) that freezing and discriminative rates act on.
+        Biases and batch norm weights get no weight decay unless wd_bn_bias (fastai's default)."""
         self.dls, self.model = dls, model
         first = dls.train.one_batch()
         self.n_inputs = getattr(dls, "n_inputs", None) or len(first) - 1  # the rest of a batch: targets
+        _check_dtypes(first[:self.n_inputs], model)
         self.loss_func = loss_func if loss_func is not None else self._default_loss(first[-1])
-        self.opt_func, self.lr, self.splitter, self.wd = opt_func, lr, splitter, wd
+        self.opt_func, self.lr, self.splitter, self.wd, self.wd_bn_bias = opt_func, lr, splitter, wd, wd_bn_bias
         self.train_bn, self.moms = train_bn, moms
         self.path, self.model_dir = pathlib.Path(path), model_dir
         self.opt, self.training, self.show_progress = None, False, True
-        self.epoch, self.n_epoch, self.iter, self.train_iter = 0, 1, 0, 0
+        self.epoch, self.n_epoch, self.iter, self.train_iter, self.epochs_done = 0, 1, 0, 0, 0
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         self.cbs = []
@@ -83,7 +85,8 @@ class Learner:
 
     @contextlib.contextmanager
     def added_cbs(self, cbs):
-        cbs = [cb() if isinstance(cb, type) else cb for cb in (cbs or [])]
+        cbs = cbs if isinstance(cbs, (list, tuple)) else [cbs] if cbs is not None else []
+        cbs = [cb() if isinstance(cb, type) else cb for cb in cbs]
         self.add_cbs(cbs)
         try:
             yield
@@ -118,7 +121,6 @@ class Learner:
         self.opt.zero_grad()
 
     def _all_batches(self):
-        self.n_iter = len(self.dl)
         for self.iter, batch in enumerate(self.dl):
             self.xb, self.yb = tuple(batch[:self.n_inputs]), tuple(batch[self.n_inputs:])
             self.pred = self.loss = None  # set by the batch, unless a callback cancels it first
@@ -149,14 +151,17 @@ class Learner:
     def pct_train(self):
         """How far training has got, from 0 to 1 (what schedules are functions of)."""
         done_in_epoch = self.iter / len(self.dls.train) if self.training else 0
-        return (self.epoch + done_in_epoch) / self.n_epoch
+        return (self.epoch + done_in_epoch) / max(self.n_epoch, 1)
 
     def fit(self, n_epoch, lr=None, wd=None, cbs=None, start_epoch=0):
-        """Train for ``n_epoch`` epochs (from ``start_epoch``, to resume from a checkpoint)."""
+        """Train for ``n_epoch`` epochs at ``lr`` (the Learner's lr by default); ``start_epoch``
+        skips the epochs a checkpoint already holds (learn.load(...).epochs_done)."""
+        if len(self.dls.train) == 0:
+            raise ValueError(f"fit: the training DataLoader has no batches ({len(self.dls.train.dataset)} samples, "
+                             f"batch size {self.dls.train.batch_size}, drop_last={self.dls.train.drop_last})")
         if self.opt is None:
             self.create_opt()
-        if lr is not None:
-            self.opt.set_hyper("lr", lr_for_groups(lr, len(self.opt.param_groups)))
+        self.opt.set_hyper("lr", lr_for_groups(self.lr if lr is None else lr, len(self.opt.param_groups)))
         if wd is not None or self.wd is not None:
             self.opt.set_hyper("wd", wd if wd is not None else self.wd)
         self.n_epoch, self.start_epoch = n_epoch, start_epoch
@@ -187,21 +192,29 @@ class Learner:
 
     # ---------------------------------------------------------------- optimizer and freezing
     def create_opt(self):
-        groups = self.splitter(self.model)
-        self.opt = self.opt_func([{"params": list(g)} for g in groups], self.lr)
-        self.param_groups = groups
+        self.opt = self.opt_func([{"params": list(g)} for g in self.splitter(self.model)], self.lr)
         if self.wd is not None:
             self.opt.set_hyper("wd", self.wd)
+        if not self.wd_bn_bias:
+            self.opt.exclude_from_weight_decay(p for name, p in self.model.named_parameters()
+                                               if name.endswith("bias") or id(p) in self._bn_params())
         return self.opt
+
+    def _bn_params(self):
+        return {id(p) for m in self.model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))
+                for p in m.parameters(recurse=False)}
 
     def freeze_to(self, n):
         """Train only parameter groups n, n+1, ... (batch norm layers stay trainable when train_bn)."""
         if self.opt is None:
             self.create_opt()
-        bn_params = {id(p) for m in self.model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))
-                     for p in m.parameters(recurse=False)}
-        frozen = set(range(len(self.param_groups))[:n])
-        for i, group in enumerate(self.param_groups):
+        groups = [g["params"] for g in self.opt.param_groups]
+        if len(groups) < 2 and n != 0:
+            raise ValueError("freeze: the model has a single parameter group, so there is nothing to keep "
+                             "training; give the Learner a splitter that returns (body, head) groups")
+        bn_params = self._bn_params()
+        frozen = set(range(len(groups))[:n])
+        for i, group in enumerate(groups):
             for p in group:
                 p.requires_grad_(i not in frozen or (self.train_bn and id(p) in bn_params))
                 if not p.requires_grad:
@@ -218,16 +231,18 @@ class Learner:
     def lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, plot="lr_find.png"):
         """Sweep the learning rate up exponentially and return SuggestedLRs(valley, minimum, steep).
 
-        The model, the optimizer and the random generator are put back exactly as they were,
-        so lr_find changes nothing about the training that follows (unlike fastai's).
+        The model and the optimizer are put back as they were (as in fastai), and so is the
+        random generator, so lr_find changes nothing about the training that follows.
         """
-        snapshot = self._snapshot()
+        if len(self.dls.train) == 0:
+            raise ValueError("lr_find: the training DataLoader has no batches")
+        snapshot, shown = self._snapshot(), self.show_progress
         n_epoch = math.ceil(num_it / len(self.dls.train))
         self.show_progress = False
         try:
             self.fit(n_epoch, cbs=[LRFinder(start_lr, end_lr, num_it, stop_div)])
         finally:
-            self.show_progress = True
+            self.show_progress = shown
             self._restore(snapshot)
         suggestions = suggest(self.recorder.lrs, self.recorder.smooth_losses, num_it)
         if plot:
@@ -255,12 +270,22 @@ class Learner:
             p.requires_grad = flag
 
     # ---------------------------------------------------------------- predictions
+    def _inference_dl(self, ds_idx, dl, who):
+        """The DataLoader to predict on: ``dl``, or dls[ds_idx] in order and complete (no shuffle, no drop)."""
+        if dl is not None:
+            return dl
+        dl = self.dls[ds_idx]
+        if dl is None or len(dl.dataset) == 0:
+            raise ValueError(f"{who}: there is no {'validation' if ds_idx == 1 else 'training'} data; "
+                             f"pass dl=... (e.g. dls.test_dl(rows))")
+        return dl.new(shuffle=False, drop_last=False)
+
     def get_preds(self, ds_idx=1, dl=None, with_decoded=False, act=None):
         """(predictions, targets) over a whole DataLoader (the validation set by default).
 
         Predictions go through the loss's activation (softmax for classification) unless
         ``act`` is given; with_decoded adds the decisions (class indices)."""
-        dl = dl if dl is not None else self.dls[ds_idx]
+        dl = self._inference_dl(ds_idx, dl, "get_preds")
         preds, targets = [], []
         self.model.eval()
         with no_grad():
@@ -288,16 +313,16 @@ class Learner:
             out = self.model(*xb)
         act = getattr(self.loss_func, "activation", lambda o: o)
         decodes = getattr(self.loss_func, "decodes", lambda o: o)
-        probs = act(out)[0]
-        decoded = decodes(out)[0]
+        probs = act(out)
+        decoded = decodes(probs)[0]
+        probs = probs[0]
         vocab = getattr(self.dls, "vocab", None)
         label = vocab[int(decoded.item())] if vocab is not None and decoded.numel() == 1 else decoded
         return label, decoded, probs
 
     def validate(self, ds_idx=1, dl=None):
         """[valid_loss, *metrics] on a DataLoader (the validation set by default)."""
-        dl = dl if dl is not None else self.dls[ds_idx]
-        self._do_epoch_validate(dl)
+        self._do_epoch_validate(self._inference_dl(ds_idx, dl, "validate"))
         return self.recorder.valid_values
 
     # ---------------------------------------------------------------- checkpoints
@@ -305,15 +330,19 @@ class Learner:
         return self.path / self.model_dir / f"{name}.ckpt"
 
     def save(self, name, with_opt=True):
-        """Save model (and optimizer) state, the epoch and the random state, atomically,
-        to path/model_dir/name.ckpt; ``load`` then resumes training exactly."""
+        """Save model (and optimizer) state, the number of epochs done and the random state,
+        atomically, to path/model_dir/name.ckpt. To resume:
+        ``learn.load(name); learn.fit_one_cycle(n, lr, start_epoch=learn.epochs_done)``."""
         tree = {"model": {k: v.numpy() for k, v in self.model.state_dict().items()},
                 "opt": self.opt.state_dict() if with_opt and self.opt is not None else None,
-                "epoch": self.epoch, "rng": random.generator().bit_generator.state}
+                "epochs_done": self.epochs_done, "rng": random.generator().bit_generator.state}
         return save_checkpoint(self._checkpoint_path(name), tree)
 
-    def load(self, name, with_opt=True, strict=True):
-        """Load a checkpoint written by save (a clear error if it does not fit the model)."""
+    def load(self, name, with_opt=True, strict=True, resume=True):
+        """Load a checkpoint written by save (a clear error if it does not fit the model).
+
+        resume=True also restores epochs_done and the random state, so training continues
+        exactly; resume=False loads only the weights (and optimizer), e.g. the best model so far."""
         tree = load_checkpoint(self._checkpoint_path(name) if not str(name).endswith(".ckpt") else name)
         self.model.load_state_dict(tree["model"], strict=strict)
         if with_opt and tree.get("opt") is not None:
@@ -321,7 +350,17 @@ class Learner:
                 self.create_opt()
             opt_state = dict(tree["opt"], state={int(k): v for k, v in tree["opt"]["state"].items()})
             self.opt.load_state_dict(opt_state)
-        if tree.get("rng") is not None:
+        if resume:
             random.generator().bit_generator.state = tree["rng"]
-        self.epoch = tree.get("epoch", 0)
+            self.epochs_done = tree["epochs_done"]
         return self
+
+
+def _check_dtypes(inputs, model):
+    """Float inputs must match the model's parameters; say so before training starts."""
+    params = {p.dtype for p in model.parameters()}
+    for x in inputs:
+        if is_float(x.dtype) and params and x.dtype not in params:
+            raise TypeError(f"Learner: the data is {x.dtype} but the model's parameters are "
+                            f"{', '.join(map(str, params))}; convert the arrays (e.g. x.astype(np.float32)) "
+                            f"or the model")

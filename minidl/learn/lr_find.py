@@ -46,36 +46,42 @@ class LRFinder(Callback):
 
 def minimum(lrs, losses):
     """A tenth of the rate with the lowest loss (the minimum itself is already too high)."""
-    return lrs[int(np.argmin(losses))] / 10
+    return float(lrs[int(np.argmin(losses))] / 10)
 
 
 def steep(lrs, losses):
-    """The rate where the loss falls fastest against log(lr)."""
-    slopes = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
-    return lrs[int(np.argmin(slopes))]
+    """The rate where the loss falls fastest against log(lr) (forward differences, as fastai)."""
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(slopes))])
 
 
 def valley(lrs, losses):
-    """fastai's default: the longest stretch over which the loss keeps falling, and a point
-    a bit past its first third (far enough down the valley, safely before its bottom)."""
+    """fastai's default: find the longest run of falling losses (a longest decreasing
+    subsequence), and take a point half-way into its middle third: far enough down the
+    valley to learn fast, safely before its bottom."""
     n = len(losses)
-    # longest[i]: length of the longest strictly decreasing subsequence ending at i
-    longest, start_of = [1] * n, list(range(n))
-    for i in range(n):
+    longest = [1] * n  # longest[i]: the longest decreasing subsequence that ends at i
+    end = 0
+    for i in range(1, n):
         for j in range(i):
-            if losses[i] < losses[j] and longest[j] + 1 > longest[i]:
-                longest[i], start_of[i] = longest[j] + 1, start_of[j]
-    end = int(np.argmax(longest))
-    start = start_of[end]
+            if losses[i] < losses[j]:
+                longest[i] = max(longest[i], longest[j] + 1)
+        if longest[i] > longest[end]:
+            end = i
+    start = end - longest[end]  # fastai's estimate of where the valley begins
     section = (end - start) / 3
-    return lrs[start + int(section) + int(section / 2)]
+    return float(lrs[start + int(section) + int(section / 2)])
 
 
 def suggest(lrs, losses, num_it):
     """All three suggestions from a recorded sweep, as fastai computes them: without the first
-    tenth (the smoothed loss is still settling) and the last 5 points (usually diverging)."""
-    start, end = num_it // 10, len(lrs) - 5
-    if end - start < 3:
-        start, end = 0, len(lrs)
-    lrs, losses = list(lrs[start:end]), list(losses[start:end])
+    tenth (the smoothed loss is still settling), the last 5 points (usually diverging) and
+    anything after a loss stopped being finite."""
+    lrs, losses = np.asarray(lrs[num_it // 10:-5], dtype=np.float64), np.asarray(losses[num_it // 10:-5])
+    finite = np.isfinite(losses)
+    if not finite.all():
+        lrs, losses = lrs[:np.argmin(finite)], losses[:np.argmin(finite)]
+    if len(lrs) < 3:
+        raise ValueError(f"lr_find: only {len(lrs)} usable points were recorded; use num_it >= {num_it // 10 + 8} "
+                         f"(and a training set of more batches), or a smaller end_lr")
     return SuggestedLRs(valley(lrs, losses), minimum(lrs, losses), steep(lrs, losses))

@@ -51,6 +51,7 @@ class AccumMetric(Metric):
         self.preds, self.targets = [], []
 
     def accumulate(self, preds, targets):
+        preds = self.activation(preds) if self.activation is not None else preds
         self.preds.append(preds.detach().numpy().copy())
         self.targets.append(targets.detach().numpy().copy())
 
@@ -100,8 +101,8 @@ mae = AccumMetric(_mae, "mae")
 class F1Score(AccumMetric):
     """F1 = 2 * precision * recall / (precision + recall) for a binary problem, over the whole set.
 
-    Predictions are class scores (N, 2) (the arg-max is the prediction) or one
-    logit/probability per row, thresholded at ``thresh``.
+    Predictions are class scores (N, 2) (the arg-max is the prediction) or one logit per
+    row (BCEWithLogitsLossFlat's output): positive when sigmoid(logit) > ``thresh``.
     """
 
     def __init__(self, pos_label=1, thresh=0.5):
@@ -109,7 +110,10 @@ class F1Score(AccumMetric):
         self.pos_label, self.thresh = pos_label, thresh
 
     def _f1(self, preds, targets):
-        decided = preds.argmax(-1) if preds.ndim == 2 and preds.shape[1] > 1 else preds.reshape(-1) > self.thresh
+        if preds.ndim == 2 and preds.shape[1] > 1:
+            decided = preds.argmax(-1)
+        else:
+            decided = 1 / (1 + np.exp(-preds.reshape(-1))) > self.thresh
         predicted, actual = decided == self.pos_label, targets.reshape(-1) == self.pos_label
         tp = np.sum(predicted & actual)
         fp, fn = np.sum(predicted & ~actual), np.sum(~predicted & actual)

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-from ..autograd import no_grad
 from .callback import Callback
 from .metrics import as_metric
 
@@ -34,6 +33,7 @@ class Recorder(Callback):
     def before_fit(self):
         self.lrs, self.moms, self.losses, self.smooth_losses, self.values = [], [], [], [], []
         self._average, self._count = 0.0, 0
+        self.valid_values = [None] * (1 + len(self.metrics))
 
     def before_epoch(self):
         self.start_time = time.perf_counter()
@@ -60,7 +60,6 @@ class Recorder(Callback):
         for m in self.metrics:
             m.reset()
 
-    @no_grad()
     def _record_valid_batch(self):
         n = len(self.yb[0])
         self._valid_total += self.loss.item() * n
@@ -74,8 +73,7 @@ class Recorder(Callback):
 
     def after_epoch(self):
         train_loss = self.smooth_losses[-1] if self.smooth_losses else None
-        valid = getattr(self, "valid_values", [None] * (1 + len(self.metrics)))
-        self.values.append([train_loss] + valid)
+        self.values.append([train_loss] + self.valid_values)
         self.epoch_time = time.perf_counter() - self.start_time
         self.valid_values = [None] * (1 + len(self.metrics))
 
@@ -140,7 +138,7 @@ def _save(fig, path):
 
 class ProgressCallback(Callback):
     """Prints fastai's per-epoch table, and a progress bar over batches when on a terminal."""
-    order = 70
+    order = 55  # after the Recorder (50), before callbacks that may stop training in after_epoch (60)
 
     def __init__(self, out=None):
         self.out, self.show, self.header_printed = out, True, False

@@ -75,12 +75,15 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected input with {' or '.join(map(str, self.expected_dims))} "
                              f"dims (N, C, ...), got shape {x.shape}")
         use_batch_stats = self.training or not self.track_running_stats
+        momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
+            if momentum is None:  # PyTorch: a cumulative average over all batches seen
+                momentum = 1.0 / self.num_batches_tracked.item()
         running_mean = self.running_mean if self.track_running_stats else None
         running_var = self.running_var if self.track_running_stats else None
         return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=self.momentum, eps=self.eps)
+                            training=use_batch_stats, momentum=momentum or 0.0, eps=self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

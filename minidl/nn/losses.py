@@ -45,10 +45,10 @@ class CrossEntropyLossFlat(CrossEntropyLoss):
         self.axis = axis
 
     def forward(self, input, target):
-        if input.ndim > 2 or self.axis not in (-1, input.ndim - 1):
-            input = input.transpose(self.axis, -1) if self.axis not in (-1, input.ndim - 1) else input
-            input = input.reshape(-1, input.shape[-1])
-        return super().forward(input, target.reshape(-1))
+        axis = self.axis % input.ndim
+        if axis != input.ndim - 1:  # classes along another axis (N, C, H, W): move them last
+            input = input.permute(*[d for d in range(input.ndim) if d != axis], axis)
+        return super().forward(input.reshape(-1, input.shape[-1]), target.reshape(-1))
 
     def activation(self, out):
         return F.softmax(out, self.axis)

@@ -59,6 +59,7 @@ class Optimizer:
         self.defaults = {k: self._checked(k, v) for k, v in defaults.items()}
         self.param_groups = []
         self.state = {}   # param -> dict of state arrays and counters (keyed by identity)
+        self.no_weight_decay = set()   # ids of parameters that get no weight decay (exclude_from_weight_decay)
         params = list(params)
         if not params:
             raise ValueError(f"{name}: got an empty parameter list; pass model.parameters() "
@@ -173,6 +174,10 @@ class Optimizer:
         return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
 
     # ---------------------------------------------------------------- the update
+    def exclude_from_weight_decay(self, params):
+        """No weight decay for these parameters (fastai's default for biases and batch norm)."""
+        self.no_weight_decay.update(id(p) for p in params)
+
     def step(self):
         """Move every parameter that has a gradient (parameters whose .grad is None are skipped)."""
         with no_grad():
@@ -181,10 +186,10 @@ class Optimizer:
                     if p.grad is None:
                         continue
                     self._check_grad(p)
-                    self._update(p, group)
+                    self._update(p, group, 0.0 if id(p) in self.no_weight_decay else group["wd"])
                     p._version_counter.value += 1   # its array changed in place
 
-    def _update(self, p, group):
+    def _update(self, p, group, wd):
         raise NotImplementedError
 
     def _check_grad(self, p):
@@ -313,10 +318,10 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening 0 "
                              f"(got momentum={group['mom']}, dampening={group['dampening']})")
 
-    def _update(self, p, group):
+    def _update(self, p, group, wd):
         state = self.state.get(p, {})
         buf = p.backend.sgd_step(p.data, p.grad.data, state.get("momentum_buffer"), group["lr"], group["mom"],
-                                 group["wd"], group["nesterov"], group["dampening"])
+                                 wd, group["nesterov"], group["dampening"])
         if buf is not None:
             self.state[p] = {"momentum_buffer": buf}
 
@@ -346,14 +351,14 @@ class Adam(Optimizer):
     def _rules(self):
         return {**_RULES, "mom": (lambda v: 0 <= v < 1, "Adam's beta1 (mom) must be in [0, 1)")}
 
-    def _update(self, p, group):
+    def _update(self, p, group, wd):
         state = self.state.get(p)
         if state is None:
             state = self.state[p] = {"step": 0, "exp_avg": p.backend.zeros(p.shape, p.dtype),
                                      "exp_avg_sq": p.backend.zeros(p.shape, p.dtype)}
         state["step"] += 1
         p.backend.adam_step(p.data, p.grad.data, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                            group["lr"], group["mom"], group["sqr_mom"], group["eps"], group["wd"], self.decoupled)
+                            group["lr"], group["mom"], group["sqr_mom"], group["eps"], wd, self.decoupled)
 
 
 class AdamW(Adam):
