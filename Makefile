@@ -8,6 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.minidl-installed
 BUILD_INPUTS := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h' 2>/dev/null)
 
+# The examples find their data in $MINIDL_DATA (else ~/.minidl/data, else they download it; offline
+# they fall back to synthetic data and say so). On this project's machines, ../shared/data holds it.
+ifneq ($(wildcard ../shared/data),)
+export MINIDL_DATA ?= $(abspath ../shared/data)
+endif
+
 .PHONY: install test demo bench clean distclean
 
 install: $(STAMP)
@@ -25,6 +31,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/00_autograd_tour.py
 	$(PY) examples/01_learner_tour.py
+	$(PY) examples/tabular.py
+	$(PY) examples/collab.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_matmul

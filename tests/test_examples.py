@@ -27,3 +27,21 @@ def test_learner_tour_reaches_its_accuracy(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("SuggestedLRs(valley=") and "epoch       train_loss  valid_loss  accuracy" in out
     assert (tmp_path / "lr_find.png").exists()
+
+
+def test_tabular_example_on_a_data_folder_and_a_uci_test_file(tmp_path, capsys):
+    from minidl.tabular import synthetic_adult
+    synthetic_adult(1500, seed=4).to_csv(tmp_path / "adult.csv", index=False)
+    test = synthetic_adult(300, seed=5)
+    test["salary"] = test["salary"].map({">=50k": ">50K.", "<50k": "<=50K."})
+    with open(tmp_path / "adult.test", "w") as f:
+        f.write("|1x3 Cross validator\n")
+        test.to_csv(f, header=False, index=False)
+    tabular = load("tabular")
+    accuracy = tabular.main(["--data", str(tmp_path), "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == f"valid accuracy: {accuracy:.4f}"
+    assert "epoch       train_loss  valid_loss  accuracy" in out and accuracy > 0.7
+    test_accuracy = tabular.main(["--data", str(tmp_path), "--epochs", "2", "--test", str(tmp_path / "adult.test")])
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == f"test accuracy: {test_accuracy:.4f}" and test_accuracy > 0.7

@@ -28,11 +28,11 @@ def get_emb_sz(to, sz_dict=None):
 
 
 class Embedding(nn.Embedding):
-    """nn.Embedding initialised as fastai does: truncated normal, std 0.01."""
+    """nn.Embedding initialised as fastai does: normal with std 0.01, truncated at 2 std."""
 
     def __init__(self, num_embeddings, embedding_dim):
         super().__init__(num_embeddings, embedding_dim)
-        nn.init.trunc_normal_(self.weight, std=0.01)
+        nn.init.trunc_normal_(self.weight, std=0.01, a=-0.02, b=0.02)
 
 
 class SigmoidRange(nn.Module):
