@@ -11,14 +11,15 @@ The book's code, on minidl:
 Data: --data PATH, else $MINIDL_DATA, else ~/.minidl/data, else UCI's archive is downloaded.
 With none of them (offline), a synthetic stand-in with the same columns is used, and said so.
   --test PATH      train on all of adult.data and report accuracy on UCI's adult.test
-  --all-columns    add sex, native-country, capital-gain, capital-loss and hours-per-week; trains
-                   5 epochs at lr 3e-3 (the book's 3 at 1e-3 reach 0.848 on the validation split, below
-                   logistic regression's 0.851 there; 5 at 3e-3 reach 0.853)
+  --all-columns    add sex, native-country, capital-gain, capital-loss and hours-per-week
+                   (capital-gain/loss as log(1 + x): see heavy_tailed below)
 """
 import argparse
 import os
 import sys
 import time
+
+import numpy as np
 
 import minidl
 from minidl.data.external import DataNotFoundError, find_data
@@ -30,6 +31,20 @@ CAT_NAMES = ["workclass", "education", "marital-status", "occupation", "relation
 CONT_NAMES = ["age", "fnlwgt", "education-num"]
 EXTRA_CATS = ["sex", "native-country"]
 EXTRA_CONTS = ["capital-gain", "capital-loss", "hours-per-week"]
+
+
+def heavy_tailed(df):
+    """log(1 + x) for capital-gain and capital-loss.
+
+    Normalize assumes a column spreads out around its mean. capital-gain is 0 for 92% of
+    people and up to 99,999 for a few: normalised, those few sit 13 standard deviations out
+    and dominate the first layer. On the log scale the column is usable. (Without it the
+    network reaches 0.848 on the validation split, below logistic regression's 0.851.)
+    """
+    df = df.copy()
+    for c in ("capital-gain", "capital-loss"):
+        df[c] = np.log1p(df[c])
+    return df
 
 
 def load_training_table(data):
@@ -51,18 +66,17 @@ def main(argv=None):
     parser.add_argument("--data", help="folder with adult.csv or adult.data (default: $MINIDL_DATA, the cache)")
     parser.add_argument("--test", help="UCI's adult.test: train on all training rows, report test accuracy")
     parser.add_argument("--all-columns", action="store_true", help="use all 14 columns, not the book's 9")
-    parser.add_argument("--epochs", type=int, help="default 3 (5 with --all-columns)")
-    parser.add_argument("--lr", type=float, help="default 1e-3, fastai's (3e-3 with --all-columns)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="fastai's default learning rate")
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     df, source = load_training_table(args.data)
-    cats, conts, epochs, lr = CAT_NAMES[:], CONT_NAMES[:], 3, 1e-3
+    cats, conts = CAT_NAMES[:], CONT_NAMES[:]
     if args.all_columns:
-        cats, conts, epochs, lr = cats + EXTRA_CATS, conts + EXTRA_CONTS, 5, 3e-3
-    epochs, lr = args.epochs or epochs, args.lr or lr
+        cats, conts, df = cats + EXTRA_CATS, conts + EXTRA_CONTS, heavy_tailed(df)
     print(f"data: {source}, {len(df)} rows; {len(cats)} categorical and {len(conts)} continuous columns")
 
     minidl.set_seed(args.seed)
@@ -70,12 +84,13 @@ def main(argv=None):
                                      procs=[Categorify, FillMissing, Normalize], bs=args.bs, seed=args.seed,
                                      valid_pct=0.0 if args.test else 0.2)
     dls.show_batch(3)
-    learn = tabular_learner(dls, metrics=accuracy, lr=lr)
-    learn.fit_one_cycle(epochs)
+    learn = tabular_learner(dls, metrics=accuracy, lr=args.lr)
+    learn.fit_one_cycle(args.epochs)
     print(f"wall time: {time.perf_counter() - start:.1f} s")
 
     if args.test:
         test = read_adult(args.test)
+        test = heavy_tailed(test) if args.all_columns else test
         loss, acc = learn.validate(dl=dls.test_dl(test))
         print(f"test rows: {len(test)}, test loss: {loss:.4f}")
         print(f"test accuracy: {acc:.4f}")
