@@ -204,15 +204,6 @@ def test_unknown_device_lists_the_available_ones(make):
         make()
 
 
-@pytest.fixture
-def cpu2():
-    """A second device for the test: the CPU kernels under another name."""
-    minidl.register_backend("cpu2", lambda: minidl.backend.get_backend("cpu"))
-    yield "cpu2"
-    minidl.backend._factories.pop("cpu2", None)
-    minidl.backend._backends.pop("cpu2", None)
-
-
 def test_registered_device_is_listed(cpu2):
     assert "cpu2" in minidl.devices() and "cpu" in minidl.devices()
     with raises(ValueError, "'tpu'", "cpu2"):

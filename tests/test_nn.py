@@ -74,15 +74,6 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-@pytest.fixture
-def cpu2():
-    """A second device for the test: the CPU kernels under another name."""
-    minidl.register_backend("cpu2", lambda: minidl.backend.get_backend("cpu"))
-    yield "cpu2"
-    minidl.backend._factories.pop("cpu2", None)
-    minidl.backend._backends.pop("cpu2", None)
-
-
 # ---------------------------------------------------------------- layer parity with torch.nn
 # Each case is (constructor taking the nn namespace, input shape); the same code builds
 # the minidl and the torch layer, as the APIs agree.

@@ -29,6 +29,12 @@ def register_backend(device, factory):
     _backends.pop(device, None)
 
 
+def unregister_backend(device):
+    """Forget a device registered with register_backend."""
+    _factories.pop(device, None)
+    _backends.pop(device, None)
+
+
 def get_backend(device):
     backend = _backends.get(device)
     if backend is None:
