@@ -39,4 +39,55 @@ void matmul(const float* a, const float* b, float* c,
 void matmul(const double* a, const double* b, double* c,
             std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K);
 
+// Fused optimizer updates, in place on n contiguous elements (see optim.cpp). buf is
+// nullptr when momentum == 0; first: the step that creates buf (buf = g).
+void sgd_step(float* p, const float* g, float* buf, std::int64_t n, double lr, double mom, double wd,
+              double damp, bool nesterov, bool first);
+void sgd_step(double* p, const double* g, double* buf, std::int64_t n, double lr, double mom, double wd,
+              double damp, bool nesterov, bool first);
+void adam_step(float* p, const float* g, float* m, float* v, std::int64_t n, long step, double lr, double b1,
+               double b2, double eps, double wd, bool decoupled);
+void adam_step(double* p, const double* g, double* m, double* v, std::int64_t n, long step, double lr,
+               double b1, double b2, double eps, double wd, bool decoupled);
+
+// Embedding gather / scatter-add over R rows of width D; ids in [0, V). See embedding.cpp.
+void embedding(const float* w, const std::int64_t* ids, float* out, std::int64_t R, std::int64_t D);
+void embedding(const double* w, const std::int64_t* ids, double* out, std::int64_t R, std::int64_t D);
+void embedding_backward(const float* g, const std::int64_t* ids, float* dw, std::int64_t R, std::int64_t V,
+                        std::int64_t D);
+void embedding_backward(const double* g, const std::int64_t* ids, double* dw, std::int64_t R, std::int64_t V,
+                        std::int64_t D);
+
+// Convolution / pooling geometry, NCHW (see conv.cpp). Pooling uses C == O, G == 1 and
+// the kernel fields; OH and OW are the output size.
+struct ConvShape {
+    std::int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, G, OH, OW;
+};
+#define MINIDL_CONV_DECLARE(T)                                                              \
+    void conv2d(const T* x, const T* w, T* out, const ConvShape& s);                        \
+    void conv2d_backward_data(const T* grad, const T* w, T* dx, const ConvShape& s);        \
+    void conv2d_backward_weight(const T* grad, const T* x, T* dw, const ConvShape& s);      \
+    void max_pool2d(const T* x, T* out, std::int64_t* winner, const ConvShape& s);          \
+    void max_pool2d_backward(const T* grad, const std::int64_t* winner, T* dx, const ConvShape& s); \
+    void avg_pool2d(const T* x, T* out, const ConvShape& s);                                \
+    void avg_pool2d_backward(const T* grad, T* dx, const ConvShape& s);
+MINIDL_CONV_DECLARE(float)
+MINIDL_CONV_DECLARE(double)
+#undef MINIDL_CONV_DECLARE
+
+// Batch norm over x viewed as (N, C, S), per channel (see batchnorm.cpp).
+void batch_norm(const float* x, const float* w, const float* b, double eps, float* y, float* mean, float* var,
+                float* invstd, std::int64_t N, std::int64_t C, std::int64_t S);
+void batch_norm(const double* x, const double* w, const double* b, double eps, double* y, double* mean,
+                double* var, double* invstd, std::int64_t N, std::int64_t C, std::int64_t S);
+void batch_norm_backward(const float* g, const float* x, const float* w, const float* mean, const float* invstd,
+                         float* dx, float* dw, float* db, std::int64_t N, std::int64_t C, std::int64_t S);
+void batch_norm_backward(const double* g, const double* x, const double* w, const double* mean,
+                         const double* invstd, double* dx, double* dw, double* db, std::int64_t N, std::int64_t C,
+                         std::int64_t S);
+
+// Softmax (log=false) or log-softmax (log=true) over the last axis of x viewed as (R, D).
+void softmax(const float* x, float* y, std::int64_t R, std::int64_t D, bool log);
+void softmax(const double* x, double* y, std::int64_t R, std::int64_t D, bool log);
+
 }  // namespace minidl

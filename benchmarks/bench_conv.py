@@ -1,0 +1,113 @@
+"""Convolution and pooling, forward + backward, on ResNet-18 layer shapes: minidl's C++ kernels vs torch.
+
+    .venv/bin/python -m benchmarks.bench_conv                   # batch 8, 2 threads
+    .venv/bin/python -m benchmarks.bench_conv --batch 16 --threads 1 --repeat 5
+
+For each shape: the median time (of --repeat, after one warm-up) of forward + both
+backward passes (conv2d, conv2d_backward_data, conv2d_backward_weight; pooling: forward +
+backward), minidl vs torch (F.conv2d + autograd, same thread count), GFLOP/s
+(3 passes x 2*N*O*OH*OW*C/G*kh*kw) and the ratio torch / minidl (above 1: minidl faster).
+"""
+import argparse
+import os
+import time
+
+# (name, x shape without batch, weight shape, stride, padding, groups)
+CONVS = [
+    ("conv1 7x7/2", (3, 224, 224), (64, 3, 7, 7), 2, 3, 1),
+    ("layer1 3x3", (64, 56, 56), (64, 64, 3, 3), 1, 1, 1),
+    ("layer2 3x3/2", (64, 56, 56), (128, 64, 3, 3), 2, 1, 1),
+    ("layer2 1x1/2 down", (64, 56, 56), (128, 64, 1, 1), 2, 0, 1),
+    ("layer2 3x3", (128, 28, 28), (128, 128, 3, 3), 1, 1, 1),
+    ("layer3 3x3", (256, 14, 14), (256, 256, 3, 3), 1, 1, 1),
+    ("layer4 3x3", (512, 7, 7), (512, 512, 3, 3), 1, 1, 1),
+    ("depthwise 3x3 (MobileNet)", (128, 28, 28), (128, 1, 3, 3), 1, 1, 128),
+]
+
+
+def median_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from minidl.backend import cpu
+    cpu.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    N = args.batch
+    print(f"batch={N}, threads={args.threads}, float32, fwd + bwd (data + weight), median of {args.repeat}")
+    print(f"{'layer':<27}{'minidl ms':>10}{'GFLOP/s':>9}{'torch ms':>10}{'torch/minidl':>13}")
+    for name, xs, ws, s, p, g in CONVS:
+        x = rng.standard_normal((N,) + xs).astype(np.float32)
+        w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
+        st, pd, dl = (s, s), (p, p), (1, 1)
+        out = cpu.conv2d(x, w, st, pd, dl, g)
+        gr = rng.standard_normal(out.shape).astype(np.float32)
+
+        def f_minidl():
+            cpu.conv2d(x, w, st, pd, dl, g)
+            cpu.conv2d_backward_data(gr, w, x.shape, st, pd, dl, g)
+            cpu.conv2d_backward_weight(gr, x, w.shape, st, pd, dl, g)
+
+        tx = torch.from_numpy(x).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        tg = torch.from_numpy(gr)
+
+        def f_torch():
+            tx.grad = tw.grad = None
+            F.conv2d(tx, tw, stride=s, padding=p, groups=g).backward(tg)
+
+        t_m, t_t = median_time(f_minidl, args.repeat), median_time(f_torch, args.repeat)
+        flops = 3 * 2 * N * ws[0] * out.shape[2] * out.shape[3] * ws[1] * ws[2] * ws[3]
+        print(f"{name:<27}{t_m * 1e3:>10.2f}{flops / t_m / 1e9:>9.1f}{t_t * 1e3:>10.2f}{t_t / t_m:>13.2f}")
+
+    for name, xs, k, s, p, kind in [("maxpool 3x3/2 (stem)", (64, 112, 112), 3, 2, 1, "max"),
+                                    ("avgpool 2x2/2", (128, 28, 28), 2, 2, 0, "avg")]:
+        x = rng.standard_normal((N,) + xs).astype(np.float32)
+        kk, st, pd = (k, k), (s, s), (p, p)
+        if kind == "max":
+            out, win = cpu.max_pool2d(x, kk, st, pd)
+            gr = rng.standard_normal(out.shape).astype(np.float32)
+
+            def f_minidl():
+                _, wn = cpu.max_pool2d(x, kk, st, pd)
+                cpu.max_pool2d_backward(gr, wn, x.shape, kk, st, pd)
+            pool = F.max_pool2d
+        else:
+            out = cpu.avg_pool2d(x, kk, st, pd)
+            gr = rng.standard_normal(out.shape).astype(np.float32)
+
+            def f_minidl():
+                cpu.avg_pool2d(x, kk, st, pd)
+                cpu.avg_pool2d_backward(gr, x.shape, kk, st, pd)
+            pool = F.avg_pool2d
+        tx, tg = torch.from_numpy(x).requires_grad_(), torch.from_numpy(gr)
+
+        def f_torch():
+            tx.grad = None
+            pool(tx, k, s, p).backward(tg)
+
+        t_m, t_t = median_time(f_minidl, args.repeat), median_time(f_torch, args.repeat)
+        print(f"{name:<27}{t_m * 1e3:>10.2f}{'':>9}{t_t * 1e3:>10.2f}{t_t / t_m:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()

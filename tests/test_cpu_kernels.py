@@ -1,0 +1,339 @@
+"""The C++ kernels of csrc/cpu (other than matmul) against numpy_ref, the ground truth.
+
+Shapes, hyper-parameters and layouts are drawn by hypothesis: odd sizes (1, primes,
+sizes around the 16K-element chunks and the 512K parallel threshold), non-contiguous inputs
+(which the cpu.py wrappers copy or hand to numpy_ref), float32 and float64.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+if os.environ.get("MINIDL_KERNELS") == "numpy":
+    pytest.skip("MINIDL_KERNELS=numpy: the C++ kernels are not in use", allow_module_level=True)
+from minidl import _C  # noqa: E402,F401  (an unbuilt extension is an error, not a skip)
+from minidl.backend import cpu, numpy_ref  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+dtypes = st.sampled_from(DTYPES)
+seeds = st.integers(0, 2**32 - 1)
+sizes = st.one_of(st.integers(1, 40), st.sampled_from([1, 7, 16383, 16385, 65537, 524289, 600001]))
+
+
+def tol(dtype):
+    return dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+
+
+def maybe_strided(rng, x, strided):
+    """x itself, or an equal array whose memory is not contiguous (every other element of a bigger one)."""
+    if not strided:
+        return x
+    big = np.empty((2 * x.size,), dtype=x.dtype)
+    big[::2] = x.reshape(-1)
+    return big[::2].reshape(x.shape) if x.ndim == 1 else big[::2].reshape(x.shape)
+
+
+# ---------------------------------------------------------------- optimizer updates
+
+@settings(max_examples=60)
+@given(n=sizes, dtype=dtypes, seed=seeds, momentum=st.sampled_from([0.0, 0.9]), wd=st.sampled_from([0.0, 1e-2]),
+       nesterov=st.booleans(), dampening=st.sampled_from([0.0, 0.1]), steps=st.integers(1, 3),
+       strided_grad=st.booleans())
+def test_sgd_step_matches_reference(n, dtype, seed, momentum, wd, nesterov, dampening, steps, strided_grad):
+    if nesterov and (momentum == 0 or dampening != 0):
+        nesterov = False
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(n).astype(dtype)
+    p_ref, p_cpp, buf_ref, buf_cpp = p0.copy(), p0.copy(), None, None
+    for _ in range(steps):
+        g = rng.standard_normal(n).astype(dtype)
+        g_in = maybe_strided(rng, g, strided_grad)
+        g_copy = g_in.copy()
+        buf_ref = numpy_ref.sgd_step(p_ref, g, buf_ref, np.float64(0.1), momentum, wd, nesterov, dampening)
+        prev = buf_cpp
+        buf_cpp = cpu.sgd_step(p_cpp, g_in, buf_cpp, np.float64(0.1), momentum, wd, nesterov, dampening)
+        np.testing.assert_array_equal(g_in, g_copy)  # grad is left alone
+        if momentum == 0:
+            assert buf_cpp is None
+        else:
+            assert buf_cpp.dtype == dtype and buf_cpp.shape == p0.shape
+            if prev is not None:
+                assert buf_cpp is prev  # updated in place, not replaced
+            np.testing.assert_allclose(buf_cpp, buf_ref, **tol(dtype))
+        assert p_cpp.dtype == dtype
+        np.testing.assert_allclose(p_cpp, p_ref, **tol(dtype))
+
+
+@settings(max_examples=60)
+@given(n=sizes, dtype=dtypes, seed=seeds, wd=st.sampled_from([0.0, 1e-2]), decoupled=st.booleans(),
+       steps=st.integers(1, 3), strided_grad=st.booleans(), shape2d=st.booleans())
+def test_adam_step_matches_reference(n, dtype, seed, wd, decoupled, steps, strided_grad, shape2d):
+    rng = np.random.default_rng(seed)
+    shape = (n, 1) if shape2d else (n,)
+    p0 = rng.standard_normal(shape).astype(dtype)
+    ref = [p0.copy(), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+    cpp = [p0.copy(), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+    for step in range(1, steps + 1):
+        g = rng.standard_normal(shape).astype(dtype)
+        g_in = maybe_strided(rng, g, strided_grad)
+        numpy_ref.adam_step(ref[0], g, ref[1], ref[2], step, 1e-2, np.float64(0.9), 0.999, 1e-8, wd, decoupled)
+        cpu.adam_step(cpp[0], g_in, cpp[1], cpp[2], step, 1e-2, np.float64(0.9), 0.999, 1e-8, wd, decoupled)
+        for a, b in zip(cpp, ref):
+            assert a.dtype == dtype
+            np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                                       atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_optimizer_steps_fall_back_for_non_contiguous_params():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((6, 4))
+    pt, pt_ref = p.T, p.copy().T  # in-place updates must reach the caller's (strided) array
+    g = rng.standard_normal((4, 6))
+    buf = cpu.sgd_step(pt, g, None, 0.1, 0.9, 0.0, False)
+    buf_ref = numpy_ref.sgd_step(pt_ref, g, None, 0.1, 0.9, 0.0, False)
+    np.testing.assert_allclose(pt, pt_ref)
+    np.testing.assert_allclose(buf, buf_ref)
+    m, v = np.zeros((4, 6)), np.zeros((4, 6))
+    mr, vr = np.zeros((4, 6)), np.zeros((4, 6))
+    cpu.adam_step(pt, g, m, v, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    numpy_ref.adam_step(pt_ref, g, mr, vr, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    np.testing.assert_allclose(pt, pt_ref)
+    with pytest.raises(ValueError, match="steps count from 1"):
+        cpu.adam_step(p, p, p.copy(), p.copy(), 0, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+
+
+def test_optimizer_bindings_name_the_op_in_errors():
+    p = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="sgd_step: grad"):
+        _C.sgd_step(p, np.zeros(5, np.float32), None, 0.1, 0.0, 0.0, False, 0.0)
+    with pytest.raises(TypeError, match="adam_step: exp_avg has dtype float64"):
+        _C.adam_step(p, p, np.zeros(4), np.zeros(4), 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _C.sgd_step(np.zeros(8, np.float32)[::2], p, None, 0.1, 0.0, 0.0, False, 0.0)
+
+
+# ---------------------------------------------------------------- embedding
+
+@settings(max_examples=60)
+@given(V=st.integers(1, 50), D=st.sampled_from([1, 3, 16, 33]), ids_shape=st.sampled_from([(0,), (1,), (7,), (5, 3),
+       (2, 3, 4), (4000,)]), dtype=dtypes, seed=seeds, strided=st.booleans(), int32=st.booleans(),
+       threads=st.sampled_from([1, 2, 3]))
+def test_embedding_forward_and_backward_match_reference(V, D, ids_shape, dtype, seed, strided, int32, threads):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((V, D)).astype(dtype)
+    ids = rng.integers(0, V, size=ids_shape).astype(np.int32 if int32 else np.int64)
+    g = rng.standard_normal(ids_shape + (D,)).astype(dtype)
+    if strided:
+        w = np.asfortranarray(w)
+        g = np.asfortranarray(g)
+        ids = np.asfortranarray(ids)
+    old = cpu.get_num_threads()
+    cpu.set_num_threads(threads)
+    try:
+        out = cpu.embedding(w, ids)
+        dw = cpu.embedding_backward(g, ids, V)
+    finally:
+        cpu.set_num_threads(old)
+    np.testing.assert_array_equal(out, numpy_ref.embedding(w, ids))
+    assert out.dtype == dtype and dw.dtype == dtype and dw.shape == (V, D)
+    np.testing.assert_allclose(dw, numpy_ref.embedding_backward(g, ids, V), **tol(dtype))
+
+
+def test_embedding_backward_is_deterministic_across_thread_counts():
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 30, size=50000)  # many repeats per row
+    g = rng.standard_normal((50000, 24)).astype(np.float32)
+    old = cpu.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2, 3, 4):
+            cpu.set_num_threads(t)
+            results.append(cpu.embedding_backward(g, ids, 30))
+    finally:
+        cpu.set_num_threads(old)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])  # bit-identical: the same summation order
+
+
+def test_embedding_negative_ids_and_errors():
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(cpu.embedding(w, np.array([-1, 0])), w[[-1, 0]])
+    with pytest.raises(IndexError, match="embedding: id 4 is out of range"):
+        cpu.embedding(w, np.array([0, 4]))
+    with pytest.raises(IndexError, match="embedding_backward"):
+        cpu.embedding_backward(np.ones((1, 3), np.float32), np.array([9]), 4)
+
+
+# ---------------------------------------------------------------- convolution and pooling
+
+def as_layout(x, layout):
+    """The same values as x, C-contiguous, transposed in memory, or strided (every other element)."""
+    if layout == "contiguous":
+        return x
+    if layout == "fortran":
+        return np.asfortranarray(x)
+    big = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+    big[..., ::2] = x
+    return big[..., ::2]
+
+
+layouts = st.sampled_from(["contiguous", "fortran", "strided"])
+convs = st.fixed_dictionaries(dict(
+    N=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9), kh=st.integers(1, 3), kw=st.integers(1, 3),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
+    dh=st.integers(1, 2), dw=st.integers(1, 2),
+    channels=st.sampled_from([(1, 1, 1), (3, 5, 1), (4, 6, 2), (6, 3, 3), (5, 5, 5), (4, 4, 4), (7, 2, 1)])))
+
+
+def conv_tol(dtype, k):
+    return dict(rtol=1e-4, atol=2e-5 * k) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12 * k)
+
+
+@settings(max_examples=120)
+@given(c=convs, dtype=dtypes, seed=seeds, layout=layouts)
+def test_conv2d_three_passes_match_reference(c, dtype, seed, layout):
+    C, O, G = c["channels"]
+    kernel, stride, padding, dilation = (c["kh"], c["kw"]), (c["sh"], c["sw"]), (c["ph"], c["pw"]), (c["dh"], c["dw"])
+    H = max(c["H"], c["dh"] * (c["kh"] - 1) + 1 - 2 * c["ph"])  # the window must fit the padded image
+    W = max(c["W"], c["dw"] * (c["kw"] - 1) + 1 - 2 * c["pw"])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c["N"], C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C // G) + kernel).astype(dtype)
+    args = (stride, padding, dilation, G)
+    out = cpu.conv2d(as_layout(x, layout), as_layout(w, layout), *args)
+    ref = numpy_ref.conv2d(x, w, *args)
+    k = C // G * kernel[0] * kernel[1]
+    assert out.shape == ref.shape and out.dtype == dtype
+    np.testing.assert_allclose(out, ref, **conv_tol(dtype, k))
+    g = as_layout(rng.standard_normal(ref.shape).astype(dtype), layout)
+    dx = cpu.conv2d_backward_data(g, w, x.shape, *args)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    np.testing.assert_allclose(dx, numpy_ref.conv2d_backward_data(np.ascontiguousarray(g), w, x.shape, *args),
+                               **conv_tol(dtype, O * kernel[0] * kernel[1]))
+    dw = cpu.conv2d_backward_weight(g, as_layout(x, layout), w.shape, *args)
+    assert dw.shape == w.shape and dw.dtype == dtype
+    np.testing.assert_allclose(dw, numpy_ref.conv2d_backward_weight(np.ascontiguousarray(g), x, w.shape, *args),
+                               **conv_tol(dtype, c["N"] * ref.shape[2] * ref.shape[3]))
+
+
+@settings(max_examples=100)
+@given(c=convs, dtype=dtypes, seed=seeds, layout=layouts, ties=st.booleans())
+def test_pooling_matches_reference(c, dtype, seed, layout, ties):
+    kernel, stride, dilation = (c["kh"], c["kw"]), (c["sh"], c["sw"]), (c["dh"], c["dw"])
+    padding = (min(c["ph"], c["kh"] // 2), min(c["pw"], c["kw"] // 2))
+    H = max(c["H"], c["dh"] * (c["kh"] - 1) + 1)
+    W = max(c["W"], c["dw"] * (c["kw"] - 1) + 1)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c["N"], c["channels"][0], H, W)).astype(dtype)
+    if ties:
+        x = np.round(x)  # many equal values: the first maximum must win, as in numpy's argmax
+    xl = as_layout(x, layout)
+    out, winner = cpu.max_pool2d(xl, kernel, stride, padding, dilation)
+    ref, ref_winner = numpy_ref.max_pool2d(x, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(winner, ref_winner)
+    assert winner.dtype == ref_winner.dtype and out.dtype == dtype
+    g = as_layout(rng.standard_normal(ref.shape).astype(dtype), layout)
+    gc = np.ascontiguousarray(g)
+    for win in (winner, ref_winner):  # either implementation's winner works with either backward
+        np.testing.assert_allclose(cpu.max_pool2d_backward(g, win, x.shape, kernel, stride, padding, dilation),
+                                   numpy_ref.max_pool2d_backward(gc, win, x.shape, kernel, stride, padding, dilation),
+                                   **tol(dtype))
+    a = cpu.avg_pool2d(xl, kernel, stride, padding)
+    np.testing.assert_allclose(a, numpy_ref.avg_pool2d(x, kernel, stride, padding), **tol(dtype))
+    assert a.dtype == dtype
+    ga = as_layout(rng.standard_normal(a.shape).astype(dtype), layout)  # no dilation: its own shape
+    np.testing.assert_allclose(cpu.avg_pool2d_backward(ga, x.shape, kernel, stride, padding),
+                               numpy_ref.avg_pool2d_backward(np.ascontiguousarray(ga), x.shape, kernel, stride,
+                                                             padding), **tol(dtype))
+
+
+@pytest.mark.parametrize("shape", [
+    ((4, 16, 20, 20), (24, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # crosses the parallel thresholds
+    ((2, 32, 15, 17), (32, 1, 3, 3), (2, 2), (1, 1), (1, 1), 32),   # depthwise, strided
+    ((2, 12, 11, 9), (12, 4, 3, 3), (1, 2), (2, 1), (2, 1), 3),     # grouped, dilated
+])
+def test_conv2d_larger_shapes(shape):
+    x_shape, w_shape, *args = shape
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    out = cpu.conv2d(x, w, *args)
+    np.testing.assert_allclose(out, numpy_ref.conv2d(x, w, *args), rtol=1e-4, atol=1e-3)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_allclose(cpu.conv2d_backward_data(g, w, x.shape, *args),
+                               numpy_ref.conv2d_backward_data(g, w, x.shape, *args), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(cpu.conv2d_backward_weight(g, x, w.shape, *args),
+                               numpy_ref.conv2d_backward_weight(g, x, w.shape, *args), rtol=1e-4, atol=2e-3)
+
+
+def test_max_pool_nan_and_fully_padded_windows_follow_numpy():
+    x = np.array([[[[1.0, np.nan, 3.0], [np.nan, 5.0, 6.0]]]])
+    for args in [((2, 2), (1, 1), (0, 0)), ((2, 2), (2, 2), (1, 1))]:
+        out, win = cpu.max_pool2d(x, *args)
+        ref, ref_win = numpy_ref.max_pool2d(x, *args)
+        np.testing.assert_array_equal(out, ref)
+        np.testing.assert_array_equal(win, ref_win)
+
+
+def test_conv_bindings_name_the_op_in_errors():
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(TypeError, match="conv2d: dtypes float32 and float64 differ"):
+        _C.conv2d(x, np.zeros((2, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="conv2d: the kernel does not fit"):
+        _C.conv2d(x, np.zeros((2, 4, 7, 7), np.float32), (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="conv2d_backward_data: grad"):
+        _C.conv2d_backward_data(np.zeros((1, 2, 2, 2), np.float32), np.zeros((2, 4, 3, 3), np.float32),
+                                [1, 4, 5, 5], (1, 1), (0, 0), (1, 1), 1)
+
+
+# ---------------------------------------------------------------- batch norm
+
+@settings(max_examples=60)
+@given(shape=st.sampled_from([(2, 1), (5, 3), (3, 4, 7), (2, 3, 5, 5), (4, 2, 1, 9), (16, 8, 33), (1, 3, 2, 2, 2)]),
+       dtype=dtypes, seed=seeds, layout=layouts, offset=st.sampled_from([0.0, 100.0]))
+def test_batch_norm_matches_reference(shape, dtype, seed, layout, offset):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2 + offset).astype(dtype)  # offset: a large mean, a small variance
+    C = shape[1]
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    out = cpu.batch_norm(as_layout(x, layout), w, b, 1e-5)
+    ref = numpy_ref.batch_norm(x, w, b, 1e-5)
+    t = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for a, r in zip(out, ref):
+        assert a.shape == r.shape and a.dtype == dtype
+        np.testing.assert_allclose(a, r, **t)
+    g = rng.standard_normal(shape).astype(dtype)
+    _, mean, _, invstd = ref
+    back = cpu.batch_norm_backward(as_layout(g, layout), as_layout(x, layout), w, mean, invstd)
+    ref_back = numpy_ref.batch_norm_backward(g, x, w, mean, invstd)
+    M = x.size // C
+    for a, r in zip(back, ref_back):
+        assert a.shape == r.shape and a.dtype == dtype
+        np.testing.assert_allclose(a, r, rtol=t["rtol"] * 10, atol=t["atol"] * M)
+
+
+# ---------------------------------------------------------------- softmax
+
+@settings(max_examples=60)
+@given(shape=st.sampled_from([(1,), (7,), (3, 1), (4, 33), (2, 3, 10), (300, 70)]), dtype=dtypes, seed=seeds,
+       layout=layouts, scale=st.sampled_from([1.0, 100.0]), axis_last=st.booleans())
+def test_softmax_and_log_softmax_match_reference(shape, dtype, seed, layout, scale, axis_last):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * scale).astype(dtype)
+    axis = -1 if axis_last else len(shape) - 1
+    xl = as_layout(x, layout)
+    for name in ("softmax", "log_softmax"):
+        out, ref = getattr(cpu, name)(xl, axis), getattr(numpy_ref, name)(x, axis)
+        assert out.shape == ref.shape and out.dtype == dtype
+        np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_softmax_other_axes_and_infinities_follow_numpy():
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
+    with np.errstate(all="ignore"):
+        for name in ("softmax", "log_softmax"):
+            np.testing.assert_array_equal(getattr(cpu, name)(x, -1), getattr(numpy_ref, name)(x, -1))
+            y = np.random.default_rng(0).standard_normal((3, 4, 5))
+            np.testing.assert_allclose(getattr(cpu, name)(y, 1), getattr(numpy_ref, name)(y, 1))
