@@ -119,7 +119,7 @@ class Tensor:
         return self.ndim
 
     def numel(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return self.data.size
 
     def __len__(self):
         if self.ndim == 0:

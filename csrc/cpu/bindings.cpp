@@ -29,6 +29,22 @@ std::string shape_str(const py::array& x) {
     return s + (x.ndim() == 1 ? ",)" : ")");
 }
 
+// The dtype of an array as numpy names it: "float32", "int64", ...
+// Without calling numpy's Python-level dtype.__str__ for the common cases: that costs
+// ~10 us, more than a small kernel (the optimizer runs one call per parameter per step).
+std::string dtype_str(const py::array& x) {
+    const py::dtype dt = x.dtype();
+    const char k = dt.kind();
+    const py::ssize_t size = dt.itemsize();
+    if (dt.byteorder() != '>') {
+        if (k == 'f' && size == 4) return "float32";
+        if (k == 'f' && size == 8) return "float64";
+        if (k == 'i' && size == 8) return "int64";
+        if (k == 'i' && size == 4) return "int32";
+    }
+    return py::str(dt);
+}
+
 template <typename T>
 py::array matmul_typed(const py::array& a_any, const py::array& b_any) {
     // A C-contiguous view of each input, copied only if it is not contiguous already.
@@ -53,46 +69,31 @@ py::array matmul_typed(const py::array& a_any, const py::array& b_any) {
 }
 
 py::array matmul(const py::array& a, const py::array& b) {
-    const std::string where = "matmul: " + shape_str(a) + " @ " + shape_str(b) + ": ";
+    // Built only when an error needs it: this is called for every matmul, large or tiny.
+    const auto where = [&] { return "matmul: " + shape_str(a) + " @ " + shape_str(b) + ": "; };
     if (!((a.ndim() == 2 && b.ndim() == 2) || (a.ndim() == 3 && b.ndim() == 3)))
-        throw py::value_error(where + "expects two 2-D (M, K) @ (K, N) or two 3-D (B, M, K) @ "
+        throw py::value_error(where() + "expects two 2-D (M, K) @ (K, N) or two 3-D (B, M, K) @ "
                                       "(B, K, N) arrays; minidl.backend.cpu.matmul handles other "
                                       "ranks and broadcasting");
     if (a.ndim() == 3 && a.shape(0) != b.shape(0))
-        throw py::value_error(where + "batch sizes " + std::to_string(a.shape(0)) + " and " +
+        throw py::value_error(where() + "batch sizes " + std::to_string(a.shape(0)) + " and " +
                               std::to_string(b.shape(0)) +
                               " differ (this kernel does not broadcast; "
                               "minidl.backend.cpu.matmul does)");
     const py::ssize_t ka = a.shape(a.ndim() - 1), kb = b.shape(b.ndim() - 2);
     if (ka != kb)
-        throw py::value_error(where + "inner dims " + std::to_string(ka) + " and " +
+        throw py::value_error(where() + "inner dims " + std::to_string(ka) + " and " +
                               std::to_string(kb) + " differ");
 
-    const std::string da = py::str(a.dtype()), db = py::str(b.dtype());
+    const std::string da = dtype_str(a), db = dtype_str(b);
     if (da != db)
-        throw py::type_error(where + "dtypes " + da + " and " + db +
+        throw py::type_error(where() + "dtypes " + da + " and " + db +
                              " differ: cast one operand, e.g. b.astype(a.dtype)");
     if (da == "float32") return matmul_typed<float>(a, b);
     if (da == "float64") return matmul_typed<double>(a, b);
-    throw py::type_error(where + "dtype " + da +
+    throw py::type_error(where() + "dtype " + da +
                          " is not supported by the C++ kernel (float32 and float64 are); "
                          "use numpy.matmul for other dtypes");
-}
-
-// The dtype of an array as numpy names it: "float32", "int64", ...
-// Without calling numpy's Python-level dtype.__str__ for the common cases: that costs
-// ~10 us, more than a small kernel (the optimizer runs one call per parameter per step).
-std::string dtype_str(const py::array& x) {
-    const py::dtype dt = x.dtype();
-    const char k = dt.kind();
-    const py::ssize_t size = dt.itemsize();
-    if (dt.byteorder() != '>') {
-        if (k == 'f' && size == 4) return "float32";
-        if (k == 'f' && size == 8) return "float64";
-        if (k == 'i' && size == 8) return "int64";
-        if (k == 'i' && size == 4) return "int32";
-    }
-    return py::str(dt);
 }
 
 template <typename T>

@@ -3,6 +3,8 @@
 ``KERNELS`` maps a kernel name to a function over numpy arrays; the "cpu" backend
 uses it in place of the reference kernel of the same name in numpy_ref.py.
 """
+import math
+
 import numpy as np
 
 from . import numpy_ref
@@ -26,6 +28,10 @@ def matmul(a, b):
     """
     if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in FLOAT_DTYPES:
         return np.matmul(a, b)
+    if a.ndim == 2 and b.ndim == 2:  # the common case (a Linear layer): no batch to broadcast
+        if a.shape[1] != b.shape[0]:
+            raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[1]} and {b.shape[0]} differ")
+        return _C.matmul(a, b)  # the binding copies a non-contiguous operand
     (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
     if k != k2:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {k} and {k2} differ")
@@ -34,13 +40,13 @@ def matmul(a, b):
     except ValueError:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch dims {a.shape[:-2]} and "
                          f"{b.shape[:-2]} do not broadcast") from None
-    if np.prod(b.shape[:-2], dtype=np.int64) == 1:
+    if math.prod(b.shape[:-2]) == 1:
         # One shared right operand (a layer's weight): all of a's rows in one (batch*M, K) @ (K, N).
-        rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+        rows = math.prod(a.shape[:-1])
         a3 = np.ascontiguousarray(a).reshape(1, rows, k)
         out = _C.matmul(a3, np.ascontiguousarray(b).reshape(1, k, n))
     else:
-        nb = int(np.prod(batch, dtype=np.int64))
+        nb = math.prod(batch)
         a3 = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(nb, m, k)
         b3 = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(nb, k, n)
         out = _C.matmul(a3, b3)
