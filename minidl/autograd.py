@@ -37,8 +37,6 @@ class _GradMode:
     Works as ``with no_grad():``, ``@no_grad()`` and, like PyTorch, bare ``@no_grad``.
     """
 
-    enabled = True
-
     def __new__(cls, fn=None):
         mode = super().__new__(cls)
         return mode if fn is None else mode(fn)
@@ -83,7 +81,8 @@ class VersionCounter:
 class Function:
     """Base class of every differentiable op. An instance is the op's ``ctx``: its node in the graph."""
 
-    returns_view = False  # True for ops whose result shares memory with the input (reshape, permute, ...)
+    returns_view = False  # True when the result shares memory with the first input (reshape, permute, ...);
+                          # forward may decide per call by setting ctx.returns_view
 
     def __init__(self, inputs, device):
         self.inputs = inputs                 # the input tensors: the graph's edges
@@ -107,11 +106,11 @@ class Function:
         out = cls.forward(ctx, *(t.data for t in inputs), **params)
         requires_grad = is_grad_enabled() and any(ctx.needs_input_grad)
         result = _tensor.Tensor._make(out, ctx.device, requires_grad)
+        if ctx.returns_view:
+            result._version_counter = inputs[0]._version_counter
         if requires_grad:
             result.grad_fn = ctx
             ctx._record_versions(result)
-        if cls.returns_view:
-            result._version_counter = inputs[0]._version_counter
         return result
 
     @staticmethod
@@ -127,10 +126,10 @@ class Function:
         self._saved = arrays
 
     def _record_versions(self, out):
-        # A saved array that *is* a tensor's array could be changed in place before
-        # backward runs; remember the tensor's version to notice it.
+        # A saved array that is a tensor's array (or the array a view of it came from) could
+        # be changed in place before backward runs; remember the tensor's version to notice it.
         self._versions = [(t._version_counter, t._version_counter.value)
-                          for t in (*self.inputs, out) if any(a is t.data for a in self._saved)]
+                          for t in (*self.inputs, out) if any(_same_memory(a, t.data) for a in self._saved)]
 
     @property
     def saved_arrays(self):
@@ -152,6 +151,10 @@ class Function:
 
     def __repr__(self):
         return f"<{self.name}>"
+
+
+def _same_memory(a, b):
+    return a is b or getattr(a, "base", None) is b or getattr(b, "base", None) is a
 
 
 # ---------------------------------------------------------------- the backward walk
@@ -208,10 +211,9 @@ def backward(root, grad=None, retain_graph=False):
         grad = backend.ones(root.shape, root.dtype)
     else:
         grad = grad.data if isinstance(grad, _tensor.Tensor) else backend.asarray(grad, root.dtype)
-        if tuple(grad.shape) != tuple(root.shape):
-            raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)} but the tensor has "
-                               f"shape {tuple(root.shape)}; they must match")
-    # The walk runs each node's backward with that node's own backend (a graph may span devices).
+        if tuple(grad.shape) != tuple(root.shape) or grad.dtype != root.dtype:
+            raise RuntimeError(f"backward: gradient is {tuple(grad.shape)} {grad.dtype} but the tensor is "
+                               f"{tuple(root.shape)} {root.dtype}; they must match")
 
     grads = {id(root): grad}
     for t in reversed(topological_order(root)):
@@ -224,13 +226,20 @@ def backward(root, grad=None, retain_graph=False):
         if fn is None:
             continue
         input_grads = fn.backward(fn, g)
-        backend = fn.backend
+        backend = fn.backend  # each node's own backend: a graph may span devices (Tensor.to)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
+        if len(input_grads) != len(fn.inputs):
+            raise RuntimeError(f"{fn.name} returned {len(input_grads)} gradients for {len(fn.inputs)} inputs; "
+                               f"backward must return one per input (None where there is none)")
         for inp, ig in zip(fn.inputs, input_grads):
             if ig is None or not inp.requires_grad:
                 continue
-            ig = unbroadcast(backend, ig, inp.shape)
+            try:
+                ig = unbroadcast(backend, ig, inp.shape)
+            except ValueError:
+                raise RuntimeError(f"{fn.name} returned a gradient of shape {tuple(ig.shape)} for an input of "
+                                   f"shape {tuple(inp.shape)}") from None
             if ig.dtype != inp.dtype:
                 ig = backend.astype(ig, inp.dtype)
             prev = grads.get(id(inp))

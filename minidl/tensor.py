@@ -195,6 +195,8 @@ class Tensor:
 
     def retain_grad(self):
         """Keep ``.grad`` for this intermediate (non-leaf) tensor too."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad, so it will never get a .grad")
         self._retains_grad = True
         return self
 
@@ -228,6 +230,11 @@ class Tensor:
         return self
 
     def __setitem__(self, index, value):
+        if isinstance(value, Tensor) and value.requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError("__setitem__: the value requires grad, and assigning it into another tensor "
+                               "would drop its graph; build the result out of place instead (minidl.cat, "
+                               "minidl.stack or minidl.where)")
+
         def assign(v):
             self.data[_raw_index(index)] = v
         self._inplace("__setitem__", assign, value)
@@ -511,7 +518,7 @@ def _raw_index(index):
 
 
 def is_scalar(x):
-    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, Tensor)
+    return isinstance(x, (numbers.Number, np.generic))
 
 
 # ---------------------------------------------------------------- making tensors

@@ -46,7 +46,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     def weighted_sum(outs):
         return sum(float((o.numpy().astype(np.float64) * w).sum()) for o, w in zip(outs, weights))
 
-    # analytic: one backward of sum(w * f(x))
+    # analytic: one backward of sum(w * f(x)); the inputs' own .grad is put back afterwards
+    users_grads = [t.grad for t in checked]
     for t in checked:
         t.grad = None
     loss = sum(((o * Tensor(w, dtype=o.dtype, device=o.device)).sum() for o, w in zip(outputs, weights)
@@ -54,9 +55,12 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     if loss.requires_grad:
         loss.backward()
 
+    analytic_grads = [t.grad.numpy() if t.grad is not None else np.zeros(t.shape) for t in checked]
+    for t, g in zip(checked, users_grads):
+        t.grad = g
+
     # numeric: perturb each element in place and re-run the function
-    for k, t in enumerate(checked):
-        analytic = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+    for k, (t, analytic) in enumerate(zip(checked, analytic_grads)):
         numeric = np.zeros(t.shape)
         host = t.numpy()  # on "cpu" this is t's own memory; other devices copy back below
         with no_grad():
@@ -72,13 +76,16 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
                 numeric[i] = (values[0] - values[1]) / (2 * eps)
         error = np.abs(analytic - numeric)
         bound = atol + rtol * np.abs(numeric)
-        if (error > bound).any() or not np.isfinite(analytic).all():
-            worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else ()
+        bad = ~(error <= bound)  # also true where either side is nan
+        if bad.any():
+            worst = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(error - bound, nan=np.inf), -np.inf)),
+                                     error.shape) if error.size else ()
             raise GradcheckError(
                 f"gradcheck failed for input {k} (shape {t.shape}): at index {tuple(int(i) for i in worst)} "
                 f"autograd gives {analytic[worst]:.8g} but finite differences give {numeric[worst]:.8g} "
                 f"(|error| {error[worst]:.3g} > atol {atol} + rtol {rtol} * |numeric|); "
-                f"{int((error > bound).sum())} of {error.size} elements are off")
+                f"{int(bad.sum())} of {error.size} elements are off (nan counts as off: is the function "
+                f"defined at these inputs?)")
     return True
 
 

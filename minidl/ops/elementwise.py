@@ -30,11 +30,12 @@ def broadcast_shape(op, *shapes):
     return tuple(out)
 
 
-def as_tensors(op, *args):
-    """Tensors of one dtype and device from tensors and numbers (numbers take the tensors' dtype).
+def as_tensors(op, *args, device="cpu"):
+    """Tensors of one dtype and device from tensors, numbers and arrays.
 
-    Mixing float32 and float64 tensors is an error, not a silent conversion. An integer
-    tensor meeting a float number becomes a float tensor, as in PyTorch.
+    Numbers and arrays take the tensors' dtype. Mixing float32 and float64 tensors is an
+    error, not a silent conversion. Integer (or bool) tensors meeting float values become
+    the default float dtype, as in PyTorch; with no tensor at all, the values decide.
     """
     tensors = [a for a in args if isinstance(a, Tensor)]
     dtypes = {t.dtype for t in tensors}
@@ -42,8 +43,12 @@ def as_tensors(op, *args):
         shown = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in tensors)
         raise TypeError(f"{op}: inputs have different dtypes ({shown}); convert one first, "
                         f"e.g. with .float() or .double()")
-    dtype, device = tensors[0].dtype, tensors[0].device
-    if not is_float(dtype) and any(is_scalar(a) and isinstance(a, (float, np.floating)) for a in args):
+    has_floats = any(np.asarray(a).dtype.kind == "f" for a in args if not isinstance(a, Tensor))
+    if tensors:
+        dtype, device = tensors[0].dtype, tensors[0].device
+    else:
+        dtype = np.dtype("int64") if not has_floats else get_default_dtype()
+    if not is_float(dtype) and has_floats:
         dtype = get_default_dtype()
     return [a.to(dtype) if isinstance(a, Tensor) else Tensor(a, dtype=dtype, device=device) for a in args]
 
@@ -54,9 +59,14 @@ def binary(cls, a, b, op):
     return cls.apply(a, b)
 
 
-def unary(cls, x, **params):
+def unary(cls, x, float_only=False, **params):
+    """Apply a one-input op; a math function (float_only) turns integer input into floats first."""
     if not isinstance(x, Tensor):
         x = Tensor(x)
+    if float_only and not is_float(x.dtype):
+        x = x.to(get_default_dtype())
+    elif x.dtype.kind == "b":
+        raise TypeError(f"{cls.__name__.lower()}: not defined for bool tensors; convert with .float() or .long()")
     return cls.apply(x, **params)
 
 
@@ -138,8 +148,13 @@ class Pow(Function):
     def backward(ctx, grad):
         a, b, z = ctx.saved_arrays
         be = ctx.backend
-        da = be.mul(grad, be.mul(b, be.power(a, be.sub(b, 1)))) if ctx.needs_input_grad[0] else None
-        db = be.mul(grad, be.mul(z, be.log(a))) if ctx.needs_input_grad[1] else None
+        # PyTorch's conventions where the formulas give 0 * inf: d/da a^0 = 0, d/db 0^b = 0 (b >= 0)
+        da = db = None
+        if ctx.needs_input_grad[0]:
+            da = be.where(be.equal(b, 0), 0, be.mul(grad, be.mul(b, be.power(a, be.sub(b, 1)))))
+        if ctx.needs_input_grad[1]:
+            zero_base = be.logical_and(be.equal(a, 0), be.greater_equal(b, 0))
+            db = be.where(zero_base, 0, be.mul(grad, be.mul(z, be.log(be.where(zero_base, 1, a)))))
         return da, db
 
 
@@ -257,15 +272,15 @@ class Sigmoid(Function):
 
 
 def exp(x):
-    return unary(Exp, x)
+    return unary(Exp, x, float_only=True)
 
 
 def log(x):
-    return unary(Log, x)
+    return unary(Log, x, float_only=True)
 
 
 def sqrt(x):
-    return unary(Sqrt, x)
+    return unary(Sqrt, x, float_only=True)
 
 
 def abs(x):
@@ -273,11 +288,11 @@ def abs(x):
 
 
 def tanh(x):
-    return unary(Tanh, x)
+    return unary(Tanh, x, float_only=True)
 
 
 def sigmoid(x):
-    return unary(Sigmoid, x)
+    return unary(Sigmoid, x, float_only=True)
 
 
 # ---------------------------------------------------------------- activations
@@ -373,18 +388,24 @@ def relu6(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
-    return unary(LeakyReLU, x, negative_slope=negative_slope)
+    return unary(LeakyReLU, x, float_only=True, negative_slope=negative_slope)
 
 
 def gelu(x, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return unary(GELU, x, approximate=approximate)
+    return unary(GELU, x, float_only=True, approximate=approximate)
 
 
 def clamp(x, min=None, max=None):
+    """Limit values to [min, max]. Tensor bounds are elementwise (and get gradients too)."""
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        x = x if min is None else maximum(x, min)
+        return x if max is None else minimum(x, max)
+    if not is_float(x.dtype) and any(isinstance(v, (float, np.floating)) for v in (min, max)):
+        x = x.to(get_default_dtype())
     return unary(Clamp, x, lo=min, hi=max)
 
 
@@ -449,7 +470,7 @@ def where(cond, a, b):
     cond = cond if isinstance(cond, Tensor) else Tensor(cond, dtype=bool)
     if cond.dtype != np.dtype(bool):
         cond = cond.bool()
-    a, b = as_tensors("where", a, b)
+    a, b = as_tensors("where", a, b, device=cond.device)
     broadcast_shape("where", cond.shape, a.shape, b.shape)
     return Where.apply(cond, a, b)
 

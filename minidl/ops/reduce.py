@@ -15,8 +15,8 @@ ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # what x.max
 
 def normalize_dims(op, dim, ndim):
     """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
-    if dim is None:
-        return tuple(range(ndim))
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return tuple(range(ndim))  # PyTorch: dim=() reduces over everything, like None
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     n = ndim or 1  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
     for d in dims:
@@ -78,7 +78,7 @@ def sum(x, dim=None, keepdim=False):
 def mean(x, dim=None, keepdim=False):
     axes = normalize_dims("mean", dim, x.ndim)
     if not is_float(x.dtype):
-        raise TypeError(f"mean: needs a float tensor, got {x.dtype}; use x.float().mean()")
+        raise TypeError(f"mean/var: need a float tensor, got {x.dtype}; convert with x.float()")
     count = 1
     for a in axes:
         count *= x.shape[a]
@@ -111,12 +111,16 @@ def max(x, dim=None, keepdim=False):
     """
     if dim is None:
         return amax(x)
+    if x.ndim == 0:
+        return ValuesIndices(x.clone(), argmax(x))
     return _values_at(x, argmax(x, dim, keepdim=True), dim, keepdim)
 
 
 def min(x, dim=None, keepdim=False):
     if dim is None:
         return amin(x)
+    if x.ndim == 0:
+        return ValuesIndices(x.clone(), argmin(x))
     return _values_at(x, argmin(x, dim, keepdim=True), dim, keepdim)
 
 
@@ -129,9 +133,9 @@ def _values_at(x, indices, dim, keepdim):
 
 
 def _arg(kernel, x, dim, keepdim):
-    if dim is None:
+    if dim is None or x.ndim == 0:
         return Tensor._make(getattr(x.backend, kernel)(x.data.reshape(-1)), x.device)
-    axis, = normalize_dims(kernel, dim, x.ndim)
+    axis = _one_axis(kernel, x, dim)
     return Tensor._make(getattr(x.backend, kernel)(x.data, axis=axis, keepdims=keepdim), x.device)
 
 
@@ -197,17 +201,33 @@ class LogSumExp(Function):
 
 
 def _one_axis(op, x, dim):
-    axis, = normalize_dims(op, dim, x.ndim)
-    return axis
+    axes = normalize_dims(op, dim, x.ndim or 1)
+    if len(axes) != 1:
+        raise ValueError(f"{op}: takes one dim, got {dim}")
+    return axes[0]
+
+
+def _as_float(x):
+    return x if is_float(x.dtype) else x.float()
+
+
+def _on_0d(fn, x, *args):
+    """Run a one-dim op on a 0-d tensor as on a 1-element vector (PyTorch accepts dim 0 / -1)."""
+    return fn(x.reshape(1), *args).reshape(()) if x.ndim == 0 else fn(x, *args)
 
 
 def softmax(x, dim):
-    return Softmax.apply(x, axis=_one_axis("softmax", x, dim))
+    _one_axis("softmax", x, dim)
+    return _on_0d(lambda v: Softmax.apply(v, axis=_one_axis("softmax", v, dim)), _as_float(x))
 
 
 def log_softmax(x, dim):
-    return LogSoftmax.apply(x, axis=_one_axis("log_softmax", x, dim))
+    _one_axis("log_softmax", x, dim)
+    return _on_0d(lambda v: LogSoftmax.apply(v, axis=_one_axis("log_softmax", v, dim)), _as_float(x))
 
 
 def logsumexp(x, dim, keepdim=False):
-    return LogSumExp.apply(x, axis=_one_axis("logsumexp", x, dim), keepdims=keepdim)
+    _one_axis("logsumexp", x, dim)
+    if x.ndim == 0:
+        return _as_float(x).clone()
+    return LogSumExp.apply(_as_float(x), axis=_one_axis("logsumexp", x, dim), keepdims=keepdim)

@@ -73,6 +73,7 @@ def permute(x, dims):
 
 
 def transpose(x, dim0, dim1):
+    dim0, dim1 = (_dim("transpose", d, x.ndim) for d in (dim0, dim1))
     dims = list(range(x.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims)
@@ -83,6 +84,8 @@ def expand(x, shape):
     lead = len(shape) - x.ndim
     if lead < 0:
         raise ValueError(f"expand: {shape} has fewer dims than the tensor's shape {x.shape}")
+    if any(s == -1 for s in shape[:lead]):
+        raise ValueError(f"expand: -1 (keep the size) is not allowed for the new leading dims of {shape}")
     shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
     if broadcast_shape("expand", x.shape, shape) != shape:
         raise ValueError(f"expand: a {x.shape} tensor cannot expand to {shape}; only size-1 dims can grow")
@@ -97,14 +100,16 @@ def squeeze(x, dim=None):
 
 def unsqueeze(x, dim):
     """Insert a size-1 dim at ``dim``."""
-    axis = dim % (x.ndim + 1)
+    axis = _dim("unsqueeze", dim, x.ndim + 1)
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    start, end = _dim("flatten", start_dim, x.ndim), _dim("flatten", end_dim, x.ndim)
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
@@ -132,7 +137,9 @@ def cat(tensors, dim=0):
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
     first = tensors[0]
-    axis = dim % first.ndim
+    if first.ndim == 0:
+        raise ValueError("cat: 0-d tensors have no dim to join along; use minidl.stack")
+    axis = _dim("cat", dim, first.ndim)
     for t in tensors:
         if t.ndim != first.ndim or t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
             shown = ", ".join(str(t.shape) for t in tensors)
@@ -153,13 +160,15 @@ def stack(tensors, dim=0):
 
 def split(x, split_size_or_sections, dim=0):
     """Slices of ``x`` along ``dim``: equal chunks of a size, or the given sizes (PyTorch's rule)."""
-    axis = dim % x.ndim
+    axis = _dim("split", dim, x.ndim)
     n = x.shape[axis]
     if isinstance(split_size_or_sections, int):
-        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+        if split_size_or_sections < 1:
+            raise ValueError(f"split: the chunk size must be at least 1, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)] or [0]
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != n:
+        if any(s < 0 for s in sizes) or sum(sizes) != n:
             raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, but dim {dim} has size {n}")
     pieces, start = [], 0
     for size in sizes:
@@ -201,17 +210,29 @@ def pad(x, pad, value=0.0):
 class GetItem(Function):
     """y = x[index] (ints, slices, None, int arrays, bool masks);
     the gradient is scattered back with += so repeated indices add up."""
-    returns_view = True  # basic indexing gives a view; sharing the version counter is safe either way
 
     @staticmethod
     def forward(ctx, x, index):
         ctx.index, ctx.shape = index, x.shape
+        ctx.returns_view = _is_basic(index)  # only ints, slices, None and ... give a view
         return ctx.backend.getitem(x, index)
 
     @staticmethod
     def backward(ctx, grad):
         be = ctx.backend
         return be.index_add(be.zeros(ctx.shape, grad.dtype), ctx.index, grad)
+
+
+def _dim(op, dim, ndim):
+    """A dim in [-ndim, ndim) as a non-negative axis, or an IndexError naming the op."""
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{op}: dim {dim} is out of range for {ndim} dims (valid: {-ndim} to {ndim - 1})")
+    return dim % ndim
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in parts)
 
 
 def getitem(x, index):
@@ -223,12 +244,16 @@ def getitem(x, index):
 
 
 class Gather(Function):
-    """y[i][j] = x[i][index[i][j]] (along ``axis``);  the gradient is scatter-added back."""
+    """y[i][j] = x[i][index[i][j]] (along ``axis``);  the gradient is scatter-added back.
+
+    As in PyTorch the index may be smaller than x in the other dims: only the leading
+    part of x that the index covers is read."""
     @staticmethod
     def forward(ctx, x, index, axis):
         ctx.save_for_backward(index)
         ctx.axis, ctx.shape = axis, x.shape
-        return ctx.backend.gather(x, axis, index)
+        covered = tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))
+        return ctx.backend.gather(ctx.backend.getitem(x, covered), axis, index)
 
     @staticmethod
     def backward(ctx, grad):
@@ -241,7 +266,12 @@ def gather(x, dim, index):
         raise TypeError(f"gather: index must be an integer tensor, not {index.dtype}")
     if index.ndim != x.ndim:
         raise ValueError(f"gather: index {index.shape} must have as many dims as the input {x.shape}")
-    return Gather.apply(x, index, axis=dim % x.ndim)
+    axis = _dim("gather", dim, x.ndim)
+    if any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        raise ValueError(f"gather: index {index.shape} is larger than the input {x.shape} outside dim {dim}")
+    if index.numel() and not (0 <= int(index.data.min()) and int(index.data.max()) < x.shape[axis]):
+        raise IndexError(f"gather: index values must be in [0, {x.shape[axis] - 1}] for dim {dim} of {x.shape}")
+    return Gather.apply(x, index, axis=axis)
 
 
 class Embedding(Function):
