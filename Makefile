@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(PY) examples/collab.py
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.bench_matmul
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf build *.egg-info minidl/_C*.so .pytest_cache .hypothesis

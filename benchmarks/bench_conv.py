@@ -2,11 +2,16 @@
 
     .venv/bin/python -m benchmarks.bench_conv                   # batch 8, 2 threads
     .venv/bin/python -m benchmarks.bench_conv --batch 16 --threads 1 --repeat 5
+    .venv/bin/python -m benchmarks.bench_conv --passes --repeat 9   # + per-pass times
 
 For each shape: the median time (of --repeat, after one warm-up) of forward + both
 backward passes (conv2d, conv2d_backward_data, conv2d_backward_weight; pooling: forward +
 backward), minidl vs torch (F.conv2d + autograd, same thread count), GFLOP/s
 (3 passes x 2*N*O*OH*OW*C/G*kh*kw) and the ratio torch / minidl (above 1: minidl faster).
+--passes adds a line per conv with each pass timed on its own (forward, backward data,
+backward weight; torch's through aten.convolution_backward with one output asked for),
+to see which pass is behind.  On a shared machine time each run a few times and compare
+medians: a thread of a 2-thread run that loses its core stalls a whole parallel region.
 """
 import argparse
 import os
@@ -41,6 +46,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--passes", action="store_true", help="also time forward / dx / dw separately")
     args = parser.parse_args()
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -78,6 +84,19 @@ def main():
         t_m, t_t = median_time(f_minidl, args.repeat), median_time(f_torch, args.repeat)
         flops = 3 * 2 * N * ws[0] * out.shape[2] * out.shape[3] * ws[1] * ws[2] * ws[3]
         print(f"{name:<27}{t_m * 1e3:>10.2f}{flops / t_m / 1e9:>9.1f}{t_t * 1e3:>10.2f}{t_t / t_m:>13.2f}")
+        if args.passes:
+            back = torch.ops.aten.convolution_backward
+            conv_args = (st, pd, dl, False, (0, 0), g)
+            m = [median_time(f, args.repeat) * 1e3 for f in (
+                lambda: cpu.conv2d(x, w, st, pd, dl, g),
+                lambda: cpu.conv2d_backward_data(gr, w, x.shape, st, pd, dl, g),
+                lambda: cpu.conv2d_backward_weight(gr, x, w.shape, st, pd, dl, g))]
+            t = [median_time(f, args.repeat) * 1e3 for f in (
+                lambda: F.conv2d(tx, tw, stride=s, padding=p, groups=g),
+                lambda: back(tg, tx, tw, None, *conv_args, (True, False, False)),
+                lambda: back(tg, tx, tw, None, *conv_args, (False, True, False)))]
+            print(f"{'':<4}fwd / dx / dw ms: minidl {m[0]:.2f} / {m[1]:.2f} / {m[2]:.2f}"
+                  f"   torch {t[0]:.2f} / {t[1]:.2f} / {t[2]:.2f}")
 
     for name, xs, k, s, p, kind in [("maxpool 3x3/2 (stem)", (64, 112, 112), 3, 2, 1, "max"),
                                     ("avgpool 2x2/2", (128, 28, 28), 2, 2, 0, "avg")]:
