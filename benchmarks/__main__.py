@@ -16,20 +16,10 @@ import sys
 import time
 
 from .bench_train_step import busy_cores, wait_until_quiet
+from .common import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATMUL_SIZES = ["128", "256", "512", "1024", "2048"]
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags():

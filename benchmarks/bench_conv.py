@@ -14,8 +14,8 @@ to see which pass is behind.  On a shared machine time each run a few times and 
 medians: a thread of a 2-thread run that loses its core stalls a whole parallel region.
 """
 import argparse
-import os
-import time
+
+from .common import limit_threads, median_time
 
 # (name, x shape without batch, weight shape, stride, padding, groups)
 CONVS = [
@@ -30,17 +30,6 @@ CONVS = [
 ]
 
 
-def median_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -48,15 +37,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--passes", action="store_true", help="also time forward / dx / dw separately")
     args = parser.parse_args()
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    torch = limit_threads(args.threads)
+    if torch is None:
+        raise SystemExit("bench_conv compares with PyTorch: pip install torch==2.13.0")
     import numpy as np
-    import torch
     import torch.nn.functional as F
 
     from minidl.backend import cpu
-    cpu.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     N = args.batch
     print(f"batch={N}, threads={args.threads}, float32, fwd + bwd (data + weight), median of {args.repeat}")

@@ -11,21 +11,11 @@ nothing spins on the cores it needs).
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from .common import cpu_model, limit_threads
 
 
 def gflops(fn, n, repeat):
@@ -53,20 +43,10 @@ def main():
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: time one library, print JSON
     args = parser.parse_args()
 
-    # Thread counts must be set before numpy (OpenBLAS) and torch start their pools.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    torch = limit_threads(args.threads)
     import numpy as np
 
     from minidl.backend import cpu
-
-    cpu.set_num_threads(args.threads)
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
 
     libraries = {"minidl": cpu.matmul, "numpy": np.matmul}
     if torch:

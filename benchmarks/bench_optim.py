@@ -10,21 +10,10 @@ embedding: the rows read and written) as GB/s, and that bandwidth as a fraction 
 torch.optim's fused=False foreach implementation and F.embedding's backward.
 """
 import argparse
-import os
-import time
+
+from .common import limit_threads, median_time
 
 PER_CORE_GBS = 25.0
-
-
-def median_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():
@@ -33,17 +22,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    torch = limit_threads(args.threads)
     import numpy as np
 
     from minidl.backend import cpu, numpy_ref
-    cpu.set_num_threads(args.threads)
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
 
     peak = PER_CORE_GBS * args.threads
     print(f"threads={args.threads}, float32, bandwidth vs {peak:.0f} GB/s ({PER_CORE_GBS:.0f} GB/s per core)")
