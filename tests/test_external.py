@@ -119,9 +119,28 @@ def test_search_order_argument_then_env_then_cache(toy, tmp_path, monkeypatch):
     arg, env, cache = (write_files(tmp_path / where / "toy") for where in ("arg", "env", "cache/data"))
     monkeypatch.setenv("MINIDL_DATA", str(env))
     assert find_data("toy", data=arg, download=False) == arg
-    assert find_data("toy", data=tmp_path / "empty", download=False) == env
+    with pytest.raises(DataNotFoundError, match="a data folder was given"):   # never a silent fallback
+        find_data("toy", data=tmp_path / "empty", download=False)
     monkeypatch.delenv("MINIDL_DATA")
     assert find_data("toy", download=False) == cache
+
+
+def test_an_explicit_data_folder_is_the_only_place_looked_at(toy, tmp_path, monkeypatch, server):
+    serve, hits = server
+    serve(make_zip())
+    env = write_files(tmp_path / "env" / "toy")
+    monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataNotFoundError) as info:    # neither MINIDL_DATA nor a download stands in
+        find_data("toy", data=tmp_path / "mine")
+    assert f"{tmp_path / 'mine'}  (" in str(info.value) and str(env) not in str(info.value)
+    assert hits == [] and not (toy / "toy").exists()
+
+
+def test_a_data_set_may_have_another_layout(toy, tmp_path, monkeypatch):
+    monkeypatch.setitem(external.DATASETS, "toy", {"required": ("a.csv", "b.txt"), "optional": (),
+                                                   "also": (("c.csv",),)})
+    folder = write_files(tmp_path / "toy", {"c.csv": b"1\n"})
+    assert find_data("toy", data=tmp_path, download=False) == folder
 
 
 def test_incomplete_folder_does_not_count(toy, tmp_path):
@@ -133,11 +152,10 @@ def test_incomplete_folder_does_not_count(toy, tmp_path):
 def test_missing_lists_every_place_searched_and_where_to_put_files(toy, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "env"))
     with pytest.raises(DataNotFoundError) as info:
-        find_data("toy", data=tmp_path / "arg", download=False)
+        find_data("toy", download=False)
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
-    for place in (tmp_path / "arg", tmp_path / "arg" / "toy", tmp_path / "env", tmp_path / "env" / "toy",
-                  toy, toy / "toy"):
+    for place in (tmp_path / "env", tmp_path / "env" / "toy", toy, toy / "toy"):
         assert f"{place}  (" in message
     assert f"put a.csv, b.txt in {toy / 'toy'}/" in message
     assert "MINIDL_DATA" in message and "--data PATH" in message and "download=False" in message

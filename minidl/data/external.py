@@ -5,7 +5,8 @@
 
 Where ``find_data(name, data)`` looks, first hit wins:
 
-1. ``data`` (a path, e.g. an example's ``--data PATH``);
+1. ``data`` (a path, e.g. an example's ``--data PATH``): when given, it is the only place
+   looked at, and a folder without the data set is an error, never a silent fallback;
 2. the environment variable ``MINIDL_DATA``;
 3. the cache, ``~/.minidl/data`` (``$MINIDL_CACHE/data`` when ``MINIDL_CACHE`` is set);
 4. the official archive, downloaded into the cache, checked and unpacked there.
@@ -31,9 +32,11 @@ from pathlib import Path
 __all__ = ["find_data", "cache_dir", "DataNotFoundError", "ChecksumError", "DATASETS", "SOURCES", "SHA256"]
 
 # The files each data set must have (a folder counts as the data set when it holds all
-# of them); the optional ones are used when present.
+# of them, or all of one of the "also" layouts); the optional ones are used when present.
+# The download provides the "required" layout.
 DATASETS = {
-    "adult": {"required": ("adult.data", "adult.names"), "optional": ("adult.test", "adult.csv")},
+    "adult": {"required": ("adult.data", "adult.names"), "optional": ("adult.test",),
+              "also": (("adult.csv",),)},                          # fastai's layout
     "ml-latest-small": {"required": ("ratings.csv", "movies.csv"), "optional": ()},
     "ml-100k": {"required": ("u.data", "u.item"), "optional": ()},
 }
@@ -92,17 +95,17 @@ def find_data(name, data=None, download=True):
     if name not in DATASETS:
         raise ValueError(f"find_data: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     required = DATASETS[name]["required"]
-    roots = []
+    layouts = (required, *DATASETS[name].get("also", ()))
     if data is not None:
-        roots.append(("the data argument", Path(data).expanduser()))
-    if os.environ.get("MINIDL_DATA"):
-        roots.append(("MINIDL_DATA", Path(os.environ["MINIDL_DATA"]).expanduser()))
-    roots.append(("the cache", cache_dir()))
+        roots = [("the data argument", Path(data).expanduser())]
+    else:
+        roots = [("MINIDL_DATA", Path(os.environ["MINIDL_DATA"]).expanduser())] if os.environ.get("MINIDL_DATA") else []
+        roots.append(("the cache", cache_dir()))
 
     searched = []
     for why, root in roots:
         for folder in (root, root / name):
-            if _holds(folder, required):
+            if any(_holds(folder, files) for files in layouts):
                 return folder
             missing = [f for f in required if not (folder / f).is_file()]
             searched.append(f"{folder}  ({why}: " + (f"no {', '.join(missing)})" if folder.is_dir()
@@ -110,7 +113,9 @@ def find_data(name, data=None, download=True):
 
     url = SOURCES.get(name)
     failure = "download=False"
-    if download and url is None:
+    if data is not None:
+        failure = "a data folder was given, so nothing else is searched or downloaded"
+    elif download and url is None:
         failure = "no official archive is known for it"
     elif download:
         try:
