@@ -1,5 +1,5 @@
 # The two-command quick start:  make demo   /   make test
-# Both create .venv (if missing) and install minidl into it with `pip install -e ".[dev]"`,
+# Both create .venv (if missing) and install minidl into it with `pip install -e ".[dev,vision,cuda]"`,
 # which compiles the C++ kernels (csrc/cpu -> minidl/_C*.so). The install is redone
 # when setup.py, pyproject.toml or a file under csrc/ changes (the stamp file below).
 PYTHON ?= python3
@@ -22,7 +22,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) $(BUILD_INPUTS)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,vision,cuda]"
 	touch $@
 
 test: $(STAMP)
