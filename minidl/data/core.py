@@ -10,9 +10,12 @@ Tensor. A ``DataLoader`` does three things per epoch:
      is item j of every sample, stacked along a new first axis.
 
 Steps 2-3 for the next few batches run in a background thread (``prefetch``), so
-reading data overlaps with training on the current batch. ``DataLoaders`` holds the
-training and validation loaders that a Learner fits with.
+reading data overlaps with training on the current batch; with ``num_workers`` the
+samples of a batch are read by a pool of threads at once (decoding images: Pillow
+releases Python's lock while it decodes). ``DataLoaders`` holds the training and
+validation loaders that a Learner fits with.
 """
+import concurrent.futures
 import numbers
 import queue
 import threading
@@ -167,10 +170,17 @@ class DataLoader:
     loop; 0 builds each batch in the calling thread when it is asked for (simplest to
     debug). An error while building a batch is raised in the training loop, with its
     original traceback.
+    ``num_workers``: how many threads read the samples of a batch (``dataset[i]``) side by
+    side; 0 reads them one after another in the thread that builds the batch. Threads,
+    not processes: they pay off when ``__getitem__`` spends its time outside Python's
+    lock (decoding an image, reading a file), which is what image datasets do.
+    Each sample draws its random numbers (augmentations) from a generator of its own,
+    seeded in order from the batch's generator, so the batches are the same whatever
+    the number of workers and whichever worker reads which sample.
     """
 
     def __init__(self, dataset, batch_size=64, shuffle=False, drop_last=False, seed=None, device="cpu",
-                 collate_fn=None, prefetch=2):
+                 collate_fn=None, prefetch=2, num_workers=0):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader: a dataset needs __len__ and __getitem__, {type(dataset).__name__} lacks "
                             f"them; for arrays use ArrayDataset(x, y)")
@@ -178,11 +188,15 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(prefetch, numbers.Integral) or prefetch < 0:
             raise ValueError(f"DataLoader: prefetch must be an int >= 0 (0 = no background thread), got {prefetch!r}")
+        if not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers must be an int >= 0 (0 = read samples in the thread that "
+                             f"builds the batch), got {num_workers!r}")
         if seed is not None and not isinstance(seed, numbers.Integral):
             raise TypeError(f"DataLoader: seed must be an int or None, got {seed!r}")
         get_backend(device)  # an unknown device fails here, not later in the prefetch thread
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, int(batch_size), shuffle, drop_last
         self.seed, self.device, self.collate_fn, self.prefetch = seed, device, collate_fn, int(prefetch)
+        self.num_workers, self._workers = int(num_workers), None  # the thread pool starts with the first batch
         self.epoch = 0
 
     def __len__(self):
@@ -217,7 +231,7 @@ class DataLoader:
         """A new loader over the same dataset with some settings changed, e.g. ``dl.new(shuffle=False)``."""
         settings = dict(dataset=self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
                         drop_last=self.drop_last, seed=self.seed, device=self.device,
-                        collate_fn=self.collate_fn, prefetch=self.prefetch)
+                        collate_fn=self.collate_fn, prefetch=self.prefetch, num_workers=self.num_workers)
         unknown = sorted(set(changes) - set(settings))
         if unknown:
             raise TypeError(f"new: unknown setting(s) {unknown}; a DataLoader has {sorted(settings)}")
@@ -263,8 +277,28 @@ class DataLoader:
         if self.collate_fn is None and hasattr(self.dataset, "get_batch"):
             fields = [f.numpy() if isinstance(f, Tensor) else f for f in self.dataset.get_batch(indices)]
             return tuple(_to_tensor(np.asarray(f), f, j, self.device) for j, f in enumerate(fields))
-        samples = [self.dataset[i] for i in indices.tolist()]
-        return (self.collate_fn or collate)(samples, self.device)
+        return (self.collate_fn or collate)(self._samples(indices), self.device)
+
+    def _samples(self, indices):
+        """``[dataset[i] for i in indices]``, each read inside ``using`` a generator of its own.
+
+        The seeds are drawn here, in order, from the batch's generator; so the samples
+        (and their random augmentations) do not depend on ``num_workers`` or on which
+        thread reads which sample.
+        """
+        seeds = _random.generator().integers(2 ** 63, size=len(indices)).tolist()
+        jobs = list(zip(indices.tolist(), seeds))
+        if self.num_workers == 0:
+            return [self._sample(job) for job in jobs]
+        if self._workers is None:
+            self._workers = concurrent.futures.ThreadPoolExecutor(self.num_workers,
+                                                                  thread_name_prefix="minidl-DataLoader-worker")
+        return list(self._workers.map(self._sample, jobs))  # an error in a worker is raised here
+
+    def _sample(self, job):
+        index, seed = job
+        with _random.using(np.random.default_rng(seed)):
+            return self.dataset[index]
 
     def _prefetched(self, batches):
         """Yield the batches while a daemon thread builds up to ``prefetch`` of them ahead.
