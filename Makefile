@@ -14,7 +14,7 @@ ifneq ($(wildcard ../shared/data),)
 export MINIDL_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test demo bench clean distclean
+.PHONY: install test demo bench notebooks clean distclean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# examples/notebooks/*.py (jupytext py:percent) are the source; this regenerates the .ipynb beside them.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --to ipynb examples/notebooks/[0-9][0-9]_*.py
 
 clean:
 	rm -rf build *.egg-info minidl/_C*.so .pytest_cache .hypothesis
