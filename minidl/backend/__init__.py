@@ -6,6 +6,9 @@ the full list). Every device name maps to one:
     "cpu"   numpy arrays; the reference kernels, with the C++ kernels of csrc/cpu
             (minidl._C, bound in cpu.py) in place of the ones they implement.
             MINIDL_KERNELS=numpy keeps the reference kernels only.
+    "cuda"  CuPy arrays on a GPU; minidl's CUDA kernels (csrc/cuda), compiled by NVRTC (cuda.py).
+    "emu"   numpy arrays; the same CUDA kernels and host code, run on the CPU by an
+            emulator (emu.py, csrc/emu): how the kernels are tested without a GPU.
 
 More devices register themselves with ``register_backend``.
 """
@@ -61,3 +64,17 @@ def _cpu_backend():
 
 
 register_backend("cpu", _cpu_backend)
+
+
+def _cuda_backend():
+    from . import cuda
+    return cuda.cuda_backend()
+
+
+def _emu_backend():
+    from . import cuda
+    return cuda.emu_backend()
+
+
+register_backend("cuda", _cuda_backend)
+register_backend("emu", _emu_backend)

@@ -1,0 +1,167 @@
+"""GPU kernels: minidl's CUDA kernels (csrc/cuda) vs cuBLAS (through CuPy) and vs PyTorch on the GPU.
+
+    .venv/bin/python -m benchmarks.bench_gpu                 # needs a GPU; prints "no GPU: skipped" otherwise
+    .venv/bin/python -m benchmarks.bench_gpu --sizes 1024 4096 --json
+
+Tables (GPU time per call from CUDA events, median of --repeat runs after a warm-up):
+  * square float32 matmul: matmul_naive and matmul_tiled GFLOP/s, cupy.matmul (cuBLAS)
+    and torch.matmul, and the ratio tiled / cuBLAS;
+  * conv2d forward (im2col + matmul_tiled) vs torch (cuDNN), softmax and a row sum vs torch;
+  * one training step (forward, backward, SGD) of a small CNN on minidl "cuda" vs torch.
+GPU figures go to RESULTS.md only from a run on a real GPU, with the device named.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def gpu_or_none():
+    """(cupy, device name) where a CUDA GPU is visible, else None."""
+    from minidl.backend.cuda import gpu_count
+    if gpu_count() == 0:
+        return None
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    return cupy, props["name"].decode()
+
+
+def gpu_time(cupy, fn, repeat):
+    """Seconds per call on the GPU: CUDA events around each call, median of ``repeat``."""
+    fn()
+    cupy.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def torch_cuda():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def bench_matmul(cupy, be, torch, sizes, repeat):
+    rows = []
+    for n in sizes:
+        a = cupy.random.standard_normal((n, n), dtype=np.float32)
+        b = cupy.random.standard_normal((n, n), dtype=np.float32)
+        flops = 2 * n ** 3
+        row = {"n": n}
+        for version in ("naive", "tiled"):
+            row[version] = flops / gpu_time(cupy, lambda: be.kernels.matmul(a, b, version=version), repeat) / 1e9
+        row["cublas"] = flops / gpu_time(cupy, lambda: cupy.matmul(a, b), repeat) / 1e9
+        if torch is not None:
+            ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")
+            row["torch"] = flops / gpu_time(cupy, lambda: torch.matmul(ta, tb), repeat) / 1e9
+        rows.append(row)
+    return rows
+
+
+def bench_ops(cupy, be, torch, repeat):
+    rows = []
+    x = cupy.random.standard_normal((64, 64, 56, 56), dtype=np.float32)
+    w = cupy.random.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    cases = [("conv2d 64x64x56x56, 3x3x64", 2 * 64 * 64 * 56 * 56 * 64 * 9,
+              lambda: be.conv2d(x, w, (1, 1), (1, 1), (1, 1), 1),
+              (lambda tx, tw: lambda: torch.nn.functional.conv2d(tx, tw, padding=1), (x, w))),
+             ("softmax 4096x1000", None, lambda: be.softmax(s, 1),
+              (lambda ts: lambda: torch.softmax(ts, 1), None)),
+             ("sum over rows 4096x1000", None, lambda: be.sum(s, axis=1),
+              (lambda ts: lambda: ts.sum(1), None))]
+    s = cupy.random.standard_normal((4096, 1000), dtype=np.float32)
+    for name, flops, fn, (make_torch, args) in cases:
+        row = {"op": name, "minidl_ms": gpu_time(cupy, fn, repeat) * 1e3}
+        if flops:
+            row["minidl_gflops"] = flops / row["minidl_ms"] / 1e6
+        if torch is not None:
+            targs = [torch.as_tensor(a, device="cuda") for a in (args or (s,))]
+            row["torch_ms"] = gpu_time(cupy, make_torch(*targs), repeat) * 1e3
+        rows.append(row)
+    return rows
+
+
+def bench_train_step(cupy, torch, repeat):
+    import minidl
+    from minidl import nn
+
+    def model():
+        return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(64, 10))
+
+    x_host = np.random.default_rng(0).standard_normal((64, 3, 64, 64)).astype(np.float32)
+    y_host = np.random.default_rng(1).integers(0, 10, 64)
+    m = model().to("cuda")
+    opt = minidl.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x, y = minidl.tensor(x_host, device="cuda"), minidl.tensor(y_host, device="cuda")
+
+    def step():
+        loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    row = {"minidl_ms": gpu_time(cupy, step, repeat) * 1e3}
+    if torch is not None:
+        tm = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32),
+                                 torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(32, 64, 3, padding=1),
+                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(64, 10)).cuda()
+        topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
+        tx, ty = torch.as_tensor(x_host, device="cuda"), torch.as_tensor(y_host, device="cuda")
+
+        def torch_step():
+            loss = torch.nn.functional.cross_entropy(tm(tx), ty)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+
+        row["torch_ms"] = gpu_time(cupy, torch_step, repeat) * 1e3
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048, 4096])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = parser.parse_args(argv)
+    found = gpu_or_none()
+    if found is None:
+        print("bench_gpu: no GPU: skipped (CuPy sees no CUDA device; the kernels are tested on 'emu' instead)")
+        return 0
+    cupy, device = found
+    from minidl.backend import get_backend
+    be, torch = get_backend("cuda"), torch_cuda()
+    results = {"device": device, "matmul": bench_matmul(cupy, be, torch, args.sizes, args.repeat),
+               "ops": bench_ops(cupy, be, torch, args.repeat), "train_step": bench_train_step(cupy, torch, args.repeat)}
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(f"GPU: {device}   (torch on the GPU: {'yes' if torch else 'no'})\n")
+    print(f"{'n':>6} {'naive GF/s':>11} {'tiled GF/s':>11} {'cuBLAS GF/s':>12} {'torch GF/s':>11} {'tiled/cuBLAS':>13}")
+    for r in results["matmul"]:
+        print(f"{r['n']:>6} {r['naive']:>11.0f} {r['tiled']:>11.0f} {r['cublas']:>12.0f} "
+              f"{r.get('torch', float('nan')):>11.0f} {r['tiled'] / r['cublas']:>13.2f}")
+    print()
+    for r in results["ops"]:
+        print(f"{r['op']:<30} minidl {r['minidl_ms']:8.3f} ms   torch {r.get('torch_ms', float('nan')):8.3f} ms")
+    t = results["train_step"]
+    print(f"\ntraining step (small CNN, batch 64, 64x64): minidl {t['minidl_ms']:.2f} ms   "
+          f"torch {t.get('torch_ms', float('nan')):.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+// embedding.cu: an embedding table's row gather and its backward scatter-add (float32, int64 ids).
+//
+// embedding_gather       out[i, d] = weight[ids[i], d]             for i < n_ids, d < D
+// embedding_scatter_add  dweight[ids[i], d] += grad[i, d]          (dweight zeroed by the host)
+//   Two ids may name the same row, so two threads may add to one element at once:
+//   atomicAdd makes each addition indivisible. (The order of the additions, and so
+//   the last bits of a float sum, can differ from run to run.)
+// Launch: 1-D over n_ids * D elements, 256 threads, grid-stride loop.
+// Cost: memory-bound: 8 bytes per element gathered, 12 per element added (+ the atomic).
+// Test: tests/test_emu_kernels.py::test_embedding (emu), tests/test_cuda_kernels.py (GPU).
+
+extern "C" __global__ void embedding_gather(const float* __restrict__ weight, const long long* __restrict__ ids,
+                                            float* __restrict__ out, long long n_ids, long long D) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n_ids * D;
+         e += (long long)gridDim.x * blockDim.x)
+        out[e] = weight[ids[e / D] * D + e % D];
+}
+
+extern "C" __global__ void embedding_scatter_add(const float* __restrict__ grad, const long long* __restrict__ ids,
+                                                 float* __restrict__ dweight, long long n_ids, long long D) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n_ids * D;
+         e += (long long)gridDim.x * blockDim.x)
+        atomicAdd(&dweight[ids[e / D] * D + e % D], grad[e]);
+}

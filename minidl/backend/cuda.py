@@ -1,0 +1,579 @@
+"""The "cuda" and "emu" devices: minidl's own CUDA kernels (csrc/cuda/*.cu), launched from Python.
+
+One class, ``CudaKernels``, holds the host code: it checks shapes and dtypes, allocates
+outputs, picks grid and block sizes and launches the kernels by name. It is written
+once against two things it is given:
+
+    device  xp (array module)   load_module(name) -> an object with get_function(kernel)
+    "cuda"  cupy                cupy.RawModule(code=csrc/cuda/<name>.cu): NVRTC, cached by CuPy
+    "emu"   numpy               emu.load_module(name): the same .cu compiled by g++ (emu.py)
+
+so the code that runs on a GPU is exactly the code the CPU-only tests run on "emu".
+
+The kernels compute in float32, the GPU's working precision. Everything else (float64
+for gradient checks, integer and boolean arrays, reshapes, indexing, concatenation)
+is "glue": numpy_ref's functions with its ``np`` rebound to ``xp``, so on "cuda" they
+run CuPy's library routines on the GPU and on "emu" they are numpy_ref itself.
+Kernel arguments are arrays and numpy scalars (np.int32, np.int64, np.float32): the
+scalar's type is the C type the kernel receives.
+"""
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+
+from . import numpy_ref
+
+CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
+F32 = np.dtype(np.float32)
+
+# Op codes; they mirror the enums at the top of elementwise.cu, reduce.cu (block_reduce.cuh), softmax.cu.
+UNARY = {name: i for i, name in enumerate(
+    ["neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "relu", "erf"])}
+BINARY = {name: i for i, name in enumerate(["add", "sub", "mul", "div", "maximum", "minimum", "power",
+                                            "relu_backward"])}
+REDUCE = {"sum": 0, "max": 1, "min": 2, "mean": 3}
+SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2
+THREADS = 256  # threads per block of the 1-D (grid-stride) kernels
+
+
+def i32(v):
+    return np.int32(v)
+
+
+def i64(v):
+    return np.int64(v)
+
+
+def f32(v):
+    return np.float32(v)
+
+
+def reduction_threads(n):
+    """Threads for a one-block-per-row reduction: a power of two in [32, 256], no more than the row needs."""
+    return int(min(256, max(32, 1 << max(0, math.ceil(math.log2(max(n, 1)))))))
+
+
+def rebound_reference(xp):
+    """numpy_ref's kernels with ``np`` meaning ``xp``: the glue for ops without a CUDA kernel.
+
+    The functions share one new globals dict, so a rebound function that calls a helper
+    (conv2d calls _group_cols calls im2col) calls the rebound helper too.
+    """
+    if xp is np:
+        return {k: v for k, v in vars(numpy_ref).items() if not k.startswith("_") and k not in ("np", "math")}
+    rebound = dict(vars(numpy_ref), np=xp)
+    for name, value in vars(numpy_ref).items():
+        if isinstance(value, types.FunctionType):
+            rebound[name] = types.FunctionType(value.__code__, rebound, name, value.__defaults__, value.__closure__)
+        elif not name.startswith("_") and (isinstance(value, np.ufunc) or getattr(value, "__module__", "") == "numpy"):
+            rebound[name] = getattr(xp, value.__name__)  # np.add -> xp.add, np.where -> xp.where
+    return {k: v for k, v in rebound.items() if not k.startswith("_") and k not in ("np", "math", "__builtins__")}
+
+
+class CudaKernels:
+    """The host code of every CUDA kernel, for one device (see the module docstring)."""
+
+    def __init__(self, name, xp, load_module, max_blocks):
+        self.name, self.xp, self.load_module = name, xp, load_module
+        self.max_blocks = max_blocks  # grid cap for grid-stride kernels (the emulator runs blocks one by one)
+        self._functions = {}
+        self.glue = rebound_reference(xp)
+
+    # ------------------------------------------------------------ launching
+
+    def function(self, module, kernel):
+        key = (module, kernel)
+        fn = self._functions.get(key)
+        if fn is None:
+            fn = self._functions[key] = self.load_module(module).get_function(kernel)
+        return fn
+
+    def launch(self, module, kernel, grid, block, args, shared_mem=0):
+        self.function(module, kernel)(grid, block, tuple(args), shared_mem=shared_mem)
+
+    def launch_1d(self, module, kernel, n, args):
+        """A grid-stride kernel over n elements: ceil(n / THREADS) blocks, at most max_blocks."""
+        blocks = max(1, min(self.max_blocks, -(-n // THREADS)))
+        self.launch(module, kernel, (blocks,), (THREADS,), args)
+
+    def launch_rows(self, module, kernel, rows, row_length, args):
+        """One block per row, with a shared-memory tree of reduction_threads(row_length) floats."""
+        threads = reduction_threads(row_length)
+        self.launch(module, kernel, (rows,), (threads,), args, shared_mem=threads * 4)
+
+    # ------------------------------------------------------------ helpers
+
+    def is_f32(self, *arrays):
+        return all(isinstance(a, self.xp.ndarray) and a.dtype == F32 for a in arrays)
+
+    def contiguous(self, a):
+        return self.xp.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array 1-d
+
+    def _f32_operand(self, v):
+        """A float32 array, or None when v would not keep a float32 result (a float64 or int array, say)."""
+        if isinstance(v, self.xp.ndarray):
+            return self.contiguous(v) if v.dtype == F32 else None
+        if isinstance(v, (bool, int, float, np.float32)) and not isinstance(v, np.float64):
+            return self.xp.asarray(v, dtype=F32)  # a Python number is "weak": float32 wins (numpy's rule)
+        return None
+
+    # ------------------------------------------------------------ elementwise (elementwise.cu)
+
+    def unary(self, op, x):
+        if not self.is_f32(x):
+            if op == "erf" and self.xp is not np:  # numpy_ref's erf is math.erf per element, on the host
+                return self.xp.asarray(numpy_ref.erf(self.xp.asnumpy(x)))
+            return self.glue[op](x)
+        x = self.contiguous(x)
+        out = self.xp.empty(x.shape, F32)
+        if x.size:
+            self.launch_1d("elementwise", "unary_f32", x.size, (i32(UNARY[op]), x, out, i64(x.size)))
+        return out
+
+    def binary(self, op, a, b):
+        a32, b32 = self._f32_operand(a), self._f32_operand(b)
+        if a32 is None or b32 is None or not (isinstance(a, self.xp.ndarray) or isinstance(b, self.xp.ndarray)):
+            if op == "relu_backward":  # a = grad, b = relu's output y
+                return self.xp.where(b > 0, a, 0).astype(a.dtype, copy=False)
+            return self.glue[op](a, b)
+        shape = np.broadcast_shapes(a32.shape, b32.shape)
+        out = self.xp.empty(shape, F32)
+        if out.size == 0:
+            return out
+        ndim = max(len(shape), 1)
+        meta = [*(shape or (1,)), *self._broadcast_strides(a32.shape, shape), *self._broadcast_strides(b32.shape, shape)]
+        self.launch_1d("elementwise", "binary_f32", out.size,
+                       (i32(BINARY[op]), a32, b32, out, i64(out.size), i32(ndim), self.xp.asarray(meta, dtype=np.int64)))
+        return out
+
+    @staticmethod
+    def _broadcast_strides(shape, out_shape):
+        """Element strides of a contiguous array of ``shape`` read as ``out_shape``: 0 on broadcast axes."""
+        shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+        strides, step = [], 1
+        for n in reversed(shape):
+            strides.append(step if n != 1 else 0)
+            step *= n
+        return list(reversed(strides)) or [0]
+
+    # ------------------------------------------------------------ reductions (reduce.cu)
+
+    def reduce(self, op, x, axis, keepdims):
+        axes = tuple(range(x.ndim)) if axis is None else tuple(
+            a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+        kept = [d for d in range(x.ndim) if d not in axes]
+        rows = math.prod(x.shape[d] for d in kept)
+        R = math.prod(x.shape[d] for d in axes)
+        if not self.is_f32(x) or not axes or rows == 0 or R == 0:
+            return self.glue[op](x, axis=axis, keepdims=keepdims) if op != "mean" else \
+                self.xp.mean(x, axis=axis, keepdims=keepdims)
+        xt = self.contiguous(self.xp.transpose(x, kept + list(axes)))  # the reduced axes last: rows of R
+        out = self.xp.empty(rows, F32)
+        self.launch_rows("reduce", "reduce_rows", rows, R, (i32(REDUCE[op]), xt, out, i64(rows), i64(R)))
+        shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else \
+            tuple(x.shape[d] for d in kept)
+        return out.reshape(shape)
+
+    # ------------------------------------------------------------ softmax family (softmax.cu)
+
+    def _rows_last(self, x, axis):
+        axis %= x.ndim
+        xt = self.contiguous(self.xp.moveaxis(x, axis, -1))
+        return axis, xt, xt.size // max(x.shape[axis], 1), x.shape[axis]
+
+    def softmax_like(self, mode, x, axis):
+        axis, xt, rows, C = self._rows_last(x, axis)
+        out = self.xp.empty(xt.shape[:-1] if mode == LOGSUMEXP else xt.shape, F32)
+        self.launch_rows("softmax", "softmax_rows", rows, C, (i32(mode), xt, out, i64(rows), i64(C)))
+        return out if mode == LOGSUMEXP else self.xp.moveaxis(out, -1, axis)
+
+    def softmax(self, x, axis):
+        if not self.is_f32(x) or x.size == 0:
+            return self.glue["softmax"](x, axis)
+        return self.softmax_like(SOFTMAX, x, axis)
+
+    def log_softmax(self, x, axis):
+        if not self.is_f32(x) or x.size == 0:
+            return self.glue["log_softmax"](x, axis)
+        return self.softmax_like(LOG_SOFTMAX, x, axis)
+
+    def logsumexp(self, x, axis, keepdims=False):
+        if not self.is_f32(x) or x.size == 0:
+            return self.glue["logsumexp"](x, axis, keepdims)
+        out = self.softmax_like(LOGSUMEXP, x, axis)
+        return self.xp.expand_dims(out, axis) if keepdims else out
+
+    def cross_entropy(self, logits, target):
+        """Per row: loss = logsumexp(logits) - logits[target] and its gradient softmax(logits) - onehot(target).
+
+        logits (N, C) float32, target (N,) integer class indices -> (loss (N,), dlogits (N, C)),
+        both from one fused kernel (numpy_ref.cross_entropy's contract).
+        """
+        if not self.is_f32(logits) or logits.ndim != 2:
+            return self.glue["cross_entropy"](logits, target)
+        logits = self.contiguous(logits)
+        target = self.contiguous(target.astype(np.int64, copy=False))
+        N, C = logits.shape
+        loss, dlogits = self.xp.empty(N, F32), self.xp.empty((N, C), F32)
+        if N and C:
+            self.launch_rows("softmax", "cross_entropy_rows", N, C, (logits, target, loss, dlogits, i64(N), i64(C)))
+        return loss, dlogits
+
+    # ------------------------------------------------------------ matmul (matmul.cu)
+
+    def _operand(self, a):
+        """(contiguous array, transposed?): a transposed view is read in place, not copied."""
+        if a.flags.c_contiguous:
+            return a, 0
+        swapped = self.xp.swapaxes(a, -1, -2)
+        if swapped.flags.c_contiguous:
+            return swapped, 1
+        return self.contiguous(a), 0
+
+    def gemm(self, A, transA, B, transB, out, M, N, K, batch, strides, version="tiled"):
+        """out[b] = op(A[b]) @ op(B[b]) for b < batch; strides = (A's, B's, out's) batch strides."""
+        if version == "tiled":
+            grid, block = (-(-N // 64), -(-M // 64), batch), (256,)
+        else:
+            grid, block = (-(-N // 16), -(-M // 16), batch), (16, 16)
+        self.launch("matmul", f"matmul_{version}", grid, block,
+                    (A, B, out, i32(M), i32(N), i32(K), i32(transA), i32(transB), *(i64(s) for s in strides)))
+
+    def matmul(self, a, b, version="tiled"):
+        """(..., M, K) @ (..., K, N) with broadcast batch dims, as numpy.matmul; float32 runs matmul.cu."""
+        if not self.is_f32(a, b) or a.ndim < 2 or b.ndim < 2:
+            return self.glue["matmul"](a, b)
+        (M, K), (K2, N) = a.shape[-2:], b.shape[-2:]
+        if K != K2:
+            raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {K} and {K2} differ")
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        nb = math.prod(batch)
+        out = self.xp.empty(batch + (M, N), F32)
+        if out.size == 0:
+            return out
+        if K == 0:
+            out[...] = 0
+            return out
+        operands = []
+        for x, rows, cols in ((a, M, K), (b, K, N)):
+            if math.prod(x.shape[:-2]) == 1:  # one matrix for the whole batch (a layer's weight): stride 0
+                x, stride = x.reshape(rows, cols), 0
+            else:  # a view when x already has the full batch shape, else a broadcast copy
+                x, stride = self.xp.broadcast_to(x, batch + (rows, cols)).reshape(nb, rows, cols), rows * cols
+            x, trans = self._operand(x)
+            operands.append((x, trans, stride))
+        (A, tA, sA), (B, tB, sB) = operands
+        self.gemm(A, tA, B, tB, out, M, N, K, nb, (sA, sB, M * N), version)
+        return out
+
+    # ------------------------------------------------------------ convolution (conv.cu + matmul.cu)
+
+    def conv_dims(self, x_shape, kernel, stride, padding, dilation):
+        N, C, H, W = x_shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+        OH = numpy_ref.conv_out_size(H, kh, sh, ph, dh)
+        OW = numpy_ref.conv_out_size(W, kw, sw, pw, dw)
+        return [N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW]
+
+    def _dims_array(self, dims):
+        return self.xp.asarray(dims, dtype=np.int32)
+
+    def im2col(self, x, dims):
+        N, C, kh, kw, OH, OW = dims[0], dims[1], dims[4], dims[5], dims[12], dims[13]
+        cols = self.xp.empty((N, C * kh * kw, OH * OW), F32)
+        self.launch_1d("conv", "im2col", cols.size, (x, cols, self._dims_array(dims)))
+        return cols
+
+    def _conv_ok(self, x, w, *pairs):
+        return (self.is_f32(x, w) and x.ndim == 4 and w.ndim == 4 and x.size and w.size
+                and all(len(p) == 2 for p in pairs))
+
+    def conv2d(self, x, w, stride, padding, dilation, groups):
+        """im2col, then one batched matmul per group (depthwise: a direct kernel). See conv.cu."""
+        if not self._conv_ok(x, w, stride, padding, dilation):
+            return self.glue["conv2d"](x, w, stride, padding, dilation, groups)
+        x, w = self.contiguous(x), self.contiguous(w)
+        dims = self.conv_dims(x.shape, w.shape[2:], stride, padding, dilation)
+        N, C, OH, OW = dims[0], dims[1], dims[12], dims[13]
+        O, L = w.shape[0], OH * OW
+        if groups == C and O == C:
+            out = self.xp.empty((N, O, OH, OW), F32)
+            self.launch_1d("conv", "depthwise_conv2d", out.size, (x, w, out, self._dims_array(dims)))
+            return out
+        G, Og = groups, O // groups
+        CgKK = C // G * dims[4] * dims[5]
+        cols = self.im2col(x, dims).reshape(N, G, CgKK, L)
+        cols_g = self.contiguous(cols.transpose(1, 0, 2, 3))      # (G, N, CgKK, L)
+        w_g = w.reshape(G, Og, CgKK)
+        out_g = self.xp.empty((G, N, Og, L), F32)
+        for g in range(G):  # out[n, g] = w[g] @ cols[n, g], batched over n (w's batch stride 0)
+            self.gemm(w_g[g], 0, cols_g[g], 0, out_g[g], Og, L, CgKK, N, (0, CgKK * L, Og * L))
+        return self.contiguous(out_g.transpose(1, 0, 2, 3)).reshape(N, O, OH, OW)
+
+    def conv2d_backward_data(self, grad, w, x_shape, stride, padding, dilation, groups):
+        """dcols[n, g] = w[g]^T @ grad[n, g] (matmul with transA), then col2im gathers them back."""
+        if not self._conv_ok(grad, w, stride, padding, dilation):
+            return self.glue["conv2d_backward_data"](grad, w, x_shape, stride, padding, dilation, groups)
+        w = self.contiguous(w)
+        dims = self.conv_dims(x_shape, w.shape[2:], stride, padding, dilation)
+        N, C, L = dims[0], dims[1], dims[12] * dims[13]
+        G, Og = groups, w.shape[0] // groups
+        CgKK = C // G * dims[4] * dims[5]
+        grad_g = self.contiguous(grad.reshape(N, G, Og, L).transpose(1, 0, 2, 3))   # (G, N, Og, L)
+        w_g = w.reshape(G, Og, CgKK)
+        dcols_g = self.xp.empty((G, N, CgKK, L), F32)
+        for g in range(G):
+            self.gemm(w_g[g], 1, grad_g[g], 0, dcols_g[g], CgKK, L, Og, N, (0, Og * L, CgKK * L))
+        dcols = self.contiguous(dcols_g.transpose(1, 0, 2, 3))
+        dx = self.xp.empty(tuple(x_shape), F32)
+        self.launch_1d("conv", "col2im", dx.size, (dcols, dx, self._dims_array(dims)))
+        return dx
+
+    def conv2d_backward_weight(self, grad, x, w_shape, stride, padding, dilation, groups):
+        """dw[g] = grad[g] (Og, N*L) @ cols[g]^T (N*L, CgKK): one matmul (transB) per group, batched."""
+        if not self._conv_ok(grad, x, stride, padding, dilation):
+            return self.glue["conv2d_backward_weight"](grad, x, w_shape, stride, padding, dilation, groups)
+        x = self.contiguous(x)
+        dims = self.conv_dims(x.shape, w_shape[2:], stride, padding, dilation)
+        N, C, L = dims[0], dims[1], dims[12] * dims[13]
+        G, Og = groups, w_shape[0] // groups
+        CgKK = C // G * dims[4] * dims[5]
+        cols = self.im2col(x, dims).reshape(N, G, CgKK, L)
+        cols_k = self.contiguous(cols.transpose(1, 2, 0, 3))                       # (G, CgKK, N, L)
+        grad_k = self.contiguous(grad.reshape(N, G, Og, L).transpose(1, 2, 0, 3))  # (G, Og, N, L)
+        dw = self.xp.empty((G, Og, CgKK), F32)
+        NL = N * L
+        self.gemm(grad_k, 0, cols_k, 1, dw, Og, CgKK, NL, G, (Og * NL, CgKK * NL, Og * CgKK))
+        return dw.reshape(w_shape)
+
+    # ------------------------------------------------------------ pooling (pool.cu)
+
+    def max_pool2d(self, x, kernel, stride, padding, dilation=(1, 1)):
+        if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
+            return self.glue["max_pool2d"](x, kernel, stride, padding, dilation)
+        x = self.contiguous(x)
+        dims = self.conv_dims(x.shape, kernel, stride, padding, dilation)
+        N, C, OH, OW = dims[0], dims[1], dims[12], dims[13]
+        out = self.xp.empty((N, C, OH, OW), F32)
+        winner = self.xp.empty((N, C, OH * OW), np.int64)
+        self.launch_1d("pool", "max_pool2d_forward", out.size, (x, out, winner, self._dims_array(dims)))
+        return out, winner
+
+    def max_pool2d_backward(self, grad, winner, x_shape, kernel, stride, padding, dilation=(1, 1)):
+        if not self.is_f32(grad) or len(x_shape) != 4:
+            return self.glue["max_pool2d_backward"](grad, winner, x_shape, kernel, stride, padding, dilation)
+        dims = self.conv_dims(x_shape, kernel, stride, padding, dilation)
+        dx = self.xp.zeros(tuple(x_shape), F32)
+        self.launch_1d("pool", "max_pool2d_backward", grad.size,
+                       (self.contiguous(grad), self.contiguous(winner.astype(np.int64, copy=False)), dx,
+                        self._dims_array(dims)))
+        return dx
+
+    def avg_pool2d(self, x, kernel, stride, padding):
+        if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
+            return self.glue["avg_pool2d"](x, kernel, stride, padding)
+        x = self.contiguous(x)
+        dims = self.conv_dims(x.shape, kernel, stride, padding, (1, 1))
+        out = self.xp.empty((dims[0], dims[1], dims[12], dims[13]), F32)
+        self.launch_1d("pool", "avg_pool2d_forward", out.size, (x, out, self._dims_array(dims)))
+        return out
+
+    def avg_pool2d_backward(self, grad, x_shape, kernel, stride, padding):
+        if not self.is_f32(grad) or len(x_shape) != 4:
+            return self.glue["avg_pool2d_backward"](grad, x_shape, kernel, stride, padding)
+        dims = self.conv_dims(x_shape, kernel, stride, padding, (1, 1))
+        dx = self.xp.zeros(tuple(x_shape), F32)
+        self.launch_1d("pool", "avg_pool2d_backward", grad.size, (self.contiguous(grad), dx, self._dims_array(dims)))
+        return dx
+
+    # ------------------------------------------------------------ batch norm (batchnorm.cu)
+
+    def batch_norm(self, x, weight, bias, eps):
+        if not self.is_f32(x, weight, bias) or x.ndim < 2 or x.size == 0:
+            return self.glue["batch_norm"](x, weight, bias, eps)
+        x, weight, bias = self.contiguous(x), self.contiguous(weight), self.contiguous(bias)
+        N, C = x.shape[:2]
+        S = x.size // (N * C)
+        mean, var, invstd = (self.xp.empty(C, F32) for _ in range(3))
+        self.launch_rows("batchnorm", "batch_norm_stats", C, N * S,
+                         (x, mean, var, invstd, i32(N), i32(C), i64(S), f32(eps)))
+        y = self.xp.empty(x.shape, F32)
+        self.launch_1d("batchnorm", "batch_norm_apply", x.size,
+                       (x, weight, bias, mean, invstd, y, i64(x.size), i32(C), i64(S)))
+        return y, mean, var, invstd
+
+    def batch_norm_backward(self, grad, x, weight, mean, invstd):
+        if not self.is_f32(grad, x, weight, mean, invstd) or x.ndim < 2 or x.size == 0:
+            return self.glue["batch_norm_backward"](grad, x, weight, mean, invstd)
+        grad, x = self.contiguous(grad), self.contiguous(x)
+        weight, mean, invstd = self.contiguous(weight), self.contiguous(mean), self.contiguous(invstd)
+        N, C = x.shape[:2]
+        S = x.size // (N * C)
+        dweight, dbias = self.xp.empty(C, F32), self.xp.empty(C, F32)
+        self.launch_rows("batchnorm", "batch_norm_backward_reduce", C, N * S,
+                         (grad, x, mean, invstd, dweight, dbias, i32(N), i32(C), i64(S)))
+        dx = self.xp.empty(x.shape, F32)
+        self.launch_1d("batchnorm", "batch_norm_backward_apply", x.size,
+                       (grad, x, weight, mean, invstd, dweight, dbias, dx, i64(x.size), i32(C), i64(S), i64(N * S)))
+        return dx, dweight, dbias
+
+    # ------------------------------------------------------------ embedding (embedding.cu)
+
+    def _ids(self, ids, num_embeddings):
+        ids = self.contiguous(self.xp.asarray(ids).astype(np.int64, copy=False))
+        # A GPU reads out of bounds without a word; check first (one small device-to-host sync).
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_embeddings):
+            raise IndexError(f"embedding: ids must be in [0, {num_embeddings - 1}], got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
+        return ids
+
+    def embedding(self, weight, ids):
+        if not self.is_f32(weight) or weight.ndim != 2 or self.xp.asarray(ids).dtype.kind not in "iu":
+            return self.glue["embedding"](weight, ids)
+        weight = self.contiguous(weight)
+        ids = self._ids(ids, weight.shape[0])
+        D = weight.shape[1]
+        out = self.xp.empty(ids.shape + (D,), F32)
+        if out.size:
+            self.launch_1d("embedding", "embedding_gather", out.size, (weight, ids, out, i64(ids.size), i64(D)))
+        return out
+
+    def embedding_backward(self, grad, ids, num_embeddings):
+        if not self.is_f32(grad) or grad.ndim < 1 or self.xp.asarray(ids).dtype.kind not in "iu":
+            return self.glue["embedding_backward"](grad, ids, num_embeddings)
+        ids = self._ids(ids, num_embeddings)
+        D = grad.shape[-1]
+        grad = self.contiguous(grad)
+        dweight = self.xp.zeros((num_embeddings, D), F32)
+        if grad.size:
+            self.launch_1d("embedding", "embedding_scatter_add", grad.size, (grad, ids, dweight, i64(ids.size), i64(D)))
+        return dweight
+
+    # ------------------------------------------------------------ optimizers (optim.cu)
+
+    def _updatable(self, param, *others):
+        return (self.is_f32(param, *others) and param.flags.c_contiguous
+                and all(o.shape == param.shape and o.flags.c_contiguous for o in others))
+
+    def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening=0.0):
+        """numpy_ref.sgd_step, fused into one kernel (optim.cu); same in-place semantics and return."""
+        momentum = float(momentum)
+        state = () if momentum == 0 or momentum_buf is None else (momentum_buf,)
+        if not self._updatable(param, *state) or not self.is_f32(grad) or grad.shape != param.shape:
+            return self.glue["sgd_step"](param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening)
+        first = momentum != 0 and momentum_buf is None
+        if first:
+            momentum_buf = self.xp.empty_like(param)
+        buf = momentum_buf if momentum != 0 else param  # never written when momentum == 0
+        self.launch_1d("optim", "sgd_step", param.size,
+                       (param, self.contiguous(grad), buf, i64(param.size), f32(lr), f32(momentum),
+                        f32(weight_decay), i32(bool(nesterov)), f32(dampening), i32(first)))
+        return momentum_buf
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        """numpy_ref.adam_step (Adam / AdamW), fused into one kernel (optim.cu), in place."""
+        step = int(step)
+        if step < 1:
+            raise ValueError(f"adam_step: step={step}, but steps count from 1 (the first update is step 1)")
+        if not self._updatable(param, exp_avg, exp_avg_sq) or not self.is_f32(grad) or grad.shape != param.shape:
+            return self.glue["adam_step"](param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                                          weight_decay, decoupled)
+        lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
+        step_size = lr / (1 - beta1 ** step)
+        sqrt_bias_correction2 = math.sqrt(1 - beta2 ** step)
+        self.launch_1d("optim", "adam_step", param.size,
+                       (param, self.contiguous(grad), exp_avg, exp_avg_sq, i64(param.size), f32(lr), f32(beta1),
+                        f32(beta2), f32(eps), f32(weight_decay), i32(bool(decoupled)), f32(step_size),
+                        f32(sqrt_bias_correction2)))
+
+    # ------------------------------------------------------------ the backend namespace
+
+    def namespace(self):
+        """The backend: numpy_ref's names, each bound to a kernel here or to the glue."""
+        kernels = dict(self.glue)
+        xp = self.xp
+        kernels.update(
+            name=self.name, xp=xp,
+            to_numpy=getattr(xp, "asnumpy", np.asarray),
+            **{op: (lambda x, op=op: self.unary(op, x)) for op in UNARY},
+            **{op: (lambda a, b, op=op: self.binary(op, a, b)) for op in BINARY},
+            **{op: (lambda x, axis=None, keepdims=False, op=op: self.reduce(op, x, axis, keepdims))
+               for op in ("sum", "max", "min", "mean")},
+        )
+        for name in ("softmax", "log_softmax", "logsumexp", "cross_entropy", "matmul", "conv2d",
+                     "conv2d_backward_data", "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward",
+                     "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "embedding",
+                     "embedding_backward", "sgd_step", "adam_step"):
+            kernels[name] = getattr(self, name)
+        kernels["kernels"] = self
+        return types.SimpleNamespace(**kernels)
+
+
+# ---------------------------------------------------------------- compiling without a GPU
+
+def nvrtc_compile(path, arch="sm_80"):
+    """Compile one .cu file to a cubin for ``arch`` with NVRTC: no GPU and no driver needed.
+
+    CuPy's RawModule.compile() asks the driver which GPU it is compiling for; the
+    low-level cupy.cuda.nvrtc API does not, so CI checks every kernel file this way.
+    """
+    from cupy.cuda import nvrtc
+    path = Path(path)
+    headers = sorted(CUDA_DIR.glob("*.cuh"))  # the files a .cu may #include, given to NVRTC by name
+    program = nvrtc.createProgram(path.read_text(), path.name, [h.read_bytes() for h in headers],
+                                  [h.name.encode() for h in headers])
+    try:
+        try:
+            nvrtc.compileProgram(program, [f"--gpu-architecture={arch}", "-std=c++17"])
+        except nvrtc.NVRTCError as e:
+            raise RuntimeError(f"NVRTC could not compile {path.name} for {arch}:\n"
+                               f"{nvrtc.getProgramLog(program)}") from e
+        return nvrtc.getCUBIN(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+# ---------------------------------------------------------------- the two devices
+
+def emu_backend():
+    """The "emu" device: numpy arrays, the CUDA kernels run by the CPU emulator (emu.py)."""
+    from . import emu
+    return CudaKernels("emu", np, emu.load_module, max_blocks=2).namespace()
+
+
+def import_cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise ImportError("the 'cuda' device needs CuPy: install with `pip install -e .[cuda]` "
+                          "(or use device='emu' to run the CUDA kernels on the CPU)") from e
+    return cupy
+
+
+def gpu_count():
+    """How many CUDA devices CuPy sees (0 without CuPy, a driver or a GPU)."""
+    try:
+        cupy = import_cupy()
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:
+        return 0
+
+
+def cuda_backend():
+    """The "cuda" device: CuPy arrays on the current GPU, the kernels compiled by NVRTC."""
+    cupy = import_cupy()
+    if gpu_count() == 0:
+        raise RuntimeError("no CUDA device found (CuPy sees no GPU, or no NVIDIA driver is installed); "
+                           "use device='cpu', or device='emu' to run the CUDA kernels on the CPU")
+    modules = {}
+
+    def load_module(name):
+        if name not in modules:
+            source = (CUDA_DIR / f"{name}.cu").read_text()
+            modules[name] = cupy.RawModule(code=source, options=("-std=c++17", f"-I{CUDA_DIR}"))
+        return modules[name]
+
+    sm_count = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    return CudaKernels("cuda", cupy, load_module, max_blocks=32 * sm_count).namespace()

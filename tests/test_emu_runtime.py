@@ -1,0 +1,157 @@
+"""The CUDA emulator itself (csrc/emu/cuda_emu.h + minidl/backend/emu.py), on small kernels written here.
+
+It must behave as a GPU does where a kernel is correct (blocks, threads, shared memory,
+barriers, atomics, shuffles), and fail loudly where a GPU would hang or silently
+misbehave (a divergent __syncthreads, a partial-warp shuffle, a wrong argument type).
+"""
+import numpy as np
+import pytest
+
+from minidl.backend.emu import EmuError, EmuModule
+
+pytestmark = pytest.mark.timeout(120)
+
+SOURCE = r'''
+// Test kernels for the emulator.
+extern "C" __global__ void coordinates(int* out) {  // each thread writes where it is
+    int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    int thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    out[block * blockDim.x * blockDim.y * blockDim.z + thread] = block * 1000 + thread;
+}
+
+extern "C" __global__ void reverse_block(const float* x, float* out) {  // static shared memory + a barrier
+    __shared__ float tile[64];
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    tile[threadIdx.x] = x[i];
+    __syncthreads();
+    out[i] = tile[blockDim.x - 1 - threadIdx.x];
+}
+
+extern "C" __global__ void rotate_dynamic(const float* x, float* out) {  // extern (dynamic) shared memory
+    extern __shared__ float buffer[];
+    buffer[threadIdx.x] = x[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = buffer[(threadIdx.x + 1) % blockDim.x];
+}
+
+extern "C" __global__ void read_unwritten_shared(float* out) {
+    extern __shared__ float buffer[];
+    out[threadIdx.x] = buffer[threadIdx.x];
+}
+
+extern "C" __global__ void count(int* counter, float* total) {  // atomics from every thread of every block
+    atomicAdd(counter, 1);
+    atomicAdd(total, 0.5f);
+}
+
+extern "C" __global__ void warp_sums(const float* x, float* out) {  // butterfly reduction with shuffles
+    float v = x[threadIdx.x];
+    for (int mask = 16; mask > 0; mask /= 2) v += __shfl_xor_sync(0xffffffffu, v, mask);
+    out[threadIdx.x] = v;
+    float down = __shfl_down_sync(0xffffffffu, x[threadIdx.x], 1);  // the last lane keeps its own value
+    out[blockDim.x + threadIdx.x] = down;
+}
+
+extern "C" __global__ void divergent_barrier(float* out) {
+    if (threadIdx.x < 16) __syncthreads();  // a bug: half the block never arrives
+    out[threadIdx.x] = 1.0f;
+}
+
+extern "C" __global__ void two_barriers(float* out) {
+    if (threadIdx.x % 2) __syncthreads();
+    else __syncthreads();  // also a bug: different barriers (a GPU may or may not treat them as one)
+    out[threadIdx.x] = 1.0f;
+}
+
+extern "C" __global__ void takes_int(int n, float* out) { out[0] = (float)n; }
+'''
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory):
+    path = tmp_path_factory.mktemp("emu") / "emu_test.cu"
+    path.write_text(SOURCE)
+    return EmuModule(path)
+
+
+def test_grid_and_block_coordinates(module):
+    out = np.full(2 * 3 * 2 * 4 * 2, -1, dtype=np.int32)
+    module.get_function("coordinates")((2, 3, 2), (4, 2), (out,))
+    per_block = np.arange(8)
+    expected = np.concatenate([b * 1000 + per_block for b in range(12)])
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_static_shared_memory_and_syncthreads(module):
+    x = np.arange(128, dtype=np.float32)
+    out = np.zeros_like(x)
+    module.get_function("reverse_block")((2,), (64,), (x, out))
+    np.testing.assert_array_equal(out, np.concatenate([x[:64][::-1], x[64:][::-1]]))
+
+
+def test_dynamic_shared_memory(module):
+    x = np.arange(40, dtype=np.float32)
+    out = np.zeros_like(x)
+    module.get_function("rotate_dynamic")((1,), (40,), (x, out), shared_mem=40 * 4)
+    np.testing.assert_array_equal(out, np.roll(x, -1))
+
+
+def test_unwritten_dynamic_shared_memory_reads_as_nan(module):
+    out = np.zeros(8, dtype=np.float32)
+    module.get_function("read_unwritten_shared")((1,), (8,), (out,), shared_mem=8 * 4)
+    assert np.isnan(out).all()  # a GPU would give garbage; here the test that reads it fails
+
+
+def test_atomics(module):
+    counter, total = np.zeros(1, np.int32), np.zeros(1, np.float32)
+    module.get_function("count")((3,), (96,), (counter, total))
+    assert counter[0] == 288 and total[0] == 144.0
+
+
+def test_warp_shuffles(module):
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(128, dtype=np.float32)
+    module.get_function("warp_sums")((1,), (64,), (x, out))
+    np.testing.assert_array_equal(out[:64], np.repeat([x[:32].sum(), x[32:].sum()], 32))
+    down = np.concatenate([x[1:33], x[33:], [x[63]]])
+    down[31] = x[31]  # lane 31 of warp 0 has no lane 32 to read from
+    np.testing.assert_array_equal(out[64:], down)
+
+
+def test_shuffles_need_full_warps(module):
+    with pytest.raises(EmuError, match="full warps"):
+        module.get_function("warp_sums")((1,), (40,), (np.zeros(40, np.float32), np.zeros(80, np.float32)))
+
+
+def test_divergent_syncthreads_raises(module):
+    with pytest.raises(EmuError, match=r"divergent __syncthreads in block \(0, 0, 0\).*line \d+.*kernel's return"):
+        module.get_function("divergent_barrier")((1,), (32,), (np.zeros(32, np.float32),))
+    with pytest.raises(EmuError, match="divergent __syncthreads"):
+        module.get_function("two_barriers")((1,), (32,), (np.zeros(32, np.float32),))
+    out = np.zeros(1, np.float32)  # and the emulator still works afterwards
+    module.get_function("takes_int")((1,), (1,), (np.int32(7), out))
+    assert out[0] == 7
+
+
+def test_arguments_are_checked(module):
+    out = np.zeros(1, np.float32)
+    kernel = module.get_function("takes_int")
+    with pytest.raises(EmuError, match="argument 0 must be a 4-byte value, got 8"):
+        kernel((1,), (1,), (np.int64(7), out))
+    with pytest.raises(TypeError, match="np.int32"):
+        kernel((1,), (1,), (7, out))
+    with pytest.raises(EmuError, match="takes 2 arguments, got 1"):
+        kernel((1,), (1,), (out,))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernel((1,), (1,), (np.int32(1), np.zeros((4, 4), np.float32).T))
+    with pytest.raises(EmuError, match="1 to 1024 threads"):
+        kernel((1,), (2048,), (np.int32(1), out))
+    with pytest.raises(AttributeError, match="no kernel 'missing'"):
+        module.get_function("missing")
+
+
+def test_compiled_once_and_cached(module, tmp_path):
+    from minidl.backend import emu
+    library = emu.compile_module(module.path)
+    assert library.exists() and emu.compile_module(module.path) == library  # same source, same file
+    assert library.parent == emu.cache_dir()
