@@ -80,8 +80,10 @@ def load_pth(path):
     For a state dict that is an (Ordered)dict ``name -> array``; nested dicts, lists,
     tuples, numbers and strings (a checkpoint like ``{"model": ..., "epoch": 3}``) are
     kept as they are. Dtypes: float32/64/16, int64/32/16/8, uint8/16/32/64, bool and
-    complex keep theirs; bfloat16 becomes float32 (exactly). Each array is contiguous
-    and owns its memory, also for views, transposes and tensors sharing one storage.
+    complex keep theirs; bfloat16 becomes float32 (exactly). Every array is C-contiguous
+    and writable. A tensor that covers its whole storage is that storage, read once (so,
+    as in torch, a tensor saved twice comes back as one array); a slice, transpose or
+    other partial view is copied out, so it never keeps a larger storage alive.
     Raises ``UnsafePickleError`` for a pickle that names anything else (a whole
     pickled model, an optimizer object, code), ``PthError`` for a damaged file.
     """

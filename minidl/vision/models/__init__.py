@@ -21,7 +21,7 @@ from .weights import WeightsNotFoundError, load_weights, weights_dir  # noqa: F4
 
 __all__ = ["resnet18", "resnet34", "efficientnet_lite0", "create_body", "model_meta", "num_features_model",
            "ResNet", "BasicBlock", "EfficientNetLite", "MBConvBlock", "WeightsNotFoundError", "weights_dir",
-           "IMAGENET_STATS"]
+           "IMAGENET_STATS", "resnet_split", "default_split"]
 
 # Per-channel (R, G, B) mean and standard deviation of ImageNet's training images, values in [0, 1].
 # Both families were trained on inputs normalised with these.

