@@ -3,7 +3,10 @@
 No GPU or driver is needed (cupy.cuda.nvrtc only); skipped where CuPy / NVRTC is not
 installed (`pip install -e .[cuda]` installs both).
 """
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -56,3 +59,44 @@ def test_each_file_has_its_header(path):
     for word in ("Launch:", "Cost:", "Test:"):
         assert word in head, f"{path.name}'s header comment lacks {word!r}"
     assert re.search(r'extern "C" __global__', path.read_text())
+
+
+NVCC = shutil.which("nvcc") or ("/usr/local/bin/nvcc" if os.path.exists("/usr/local/bin/nvcc") else None)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed (NVRTC above still compiles every file)")
+@pytest.mark.parametrize("path", CU_FILES, ids=lambda p: p.name)
+def test_no_register_spills(path, tmp_path):
+    """ptxas's resource report (nvcc -Xptxas -v): no kernel spills registers to local memory.
+
+    A spill means the register-blocked tiles (or an unrolled loop) no longer fit in
+    registers and every access goes through slow local memory: a silent 2-10x slowdown.
+    """
+    result = subprocess.run([NVCC, "-cubin", "-arch=sm_80", "-std=c++17", f"-I{CUDA_DIR}", "-Xptxas", "-v",
+                             "-o", str(tmp_path / "out.cubin"), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = result.stderr
+    kernels = emu.kernel_names(path.read_text())
+    assert all(f"entry function '{k}'" in report for k in kernels), report
+    spills = re.findall(r"(\d+) bytes spill stores", report)
+    assert spills and all(s == "0" for s in spills), report
+
+
+def enum_names(filename, prefix):
+    """The names of the C enum in csrc/cuda/<filename> whose members start with prefix, in order."""
+    text = (CUDA_DIR / filename).read_text()
+    body = re.search(r"enum\s*\{([^}]*\b%s\w*[^}]*)\}" % prefix, text)[1]
+    return [name.strip() for name in body.split(",") if name.strip()]
+
+
+def test_op_codes_match_the_kernels_enums():
+    """cuda.py passes op codes as ints: its tables must list the ops in the enums' order."""
+    from minidl.backend import cuda
+    assert [f"UNARY_{op.upper()}" for op in cuda.UNARY] == enum_names("elementwise.cu", "UNARY_")
+    binary = enum_names("elementwise.cu", "BINARY_")
+    assert len(binary) == len(cuda.BINARY)
+    for op, enum in zip(cuda.BINARY, binary):  # maximum / BINARY_MAX, power / BINARY_POW, ...
+        assert op.startswith(enum.removeprefix("BINARY_").lower()), (op, enum)
+    assert [f"REDUCE_{op.upper()}" for op in cuda.REDUCE] == enum_names("block_reduce.cuh", "REDUCE_")
+    assert enum_names("softmax.cu", "SOFTMAX") == ["SOFTMAX", "LOG_SOFTMAX", "LOGSUMEXP"]
+    assert (cuda.SOFTMAX, cuda.LOG_SOFTMAX, cuda.LOGSUMEXP) == (0, 1, 2)

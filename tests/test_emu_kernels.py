@@ -26,6 +26,9 @@ def be(request):
     return get_backend(request.param)
 
 
+on_each_device = pytest.mark.parametrize("device", DEVICES)  # for the hypothesis tests (no fixtures there)
+
+
 def on(be, a):
     """A copy of a on the device (on "emu" asarray alone would share memory with the reference's array)."""
     return be.asarray(np.array(a, order="C"))
@@ -62,12 +65,13 @@ def test_unary(be, op):
     close(back(be, y), getattr(numpy_ref, op)(x))
 
 
+@on_each_device
 @FEW
 @given(shapes=st.sampled_from([((3, 1, 5), (4, 1)), ((7,), (2, 3, 7)), ((2, 1, 3), (1, 4, 1)), ((), (6, 5)),
                                ((33, 17), (33, 17)), ((1,), ())]),
        op=st.sampled_from(["add", "sub", "mul", "div", "maximum", "minimum", "power"]))
-def test_binary_broadcasting(shapes, op):
-    be = get_backend("emu")
+def test_binary_broadcasting(device, shapes, op):
+    be = get_backend(device)
     a, b = randn(*shapes[0], seed=1), randn(*shapes[1], seed=2)
     if op == "power":
         a = np.abs(a) + 0.5
@@ -95,11 +99,12 @@ def test_other_dtypes_use_the_glue(be):
 
 # ---------------------------------------------------------------- reduce.cu
 
+@on_each_device
 @FEW
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple), data=st.data(),
        op=st.sampled_from(["sum", "max", "min", "mean"]), keepdims=st.booleans())
-def test_reduce(shape, data, op, keepdims):
-    be = get_backend("emu")
+def test_reduce(device, shape, data, op, keepdims):
+    be = get_backend(device)
     axes = tuple(sorted(data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1))))
     x = randn(*shape, seed=3)
     y = getattr(be, op)(on(be, x), axis=axes, keepdims=keepdims)
@@ -115,10 +120,11 @@ def test_reduce_long_rows_and_all(be):
 
 # ---------------------------------------------------------------- softmax.cu
 
+@on_each_device
 @FEW
 @given(shape=st.sampled_from([(4, 10), (2, 3, 33), (1, 70), (5, 1)]), axis=st.integers(-1, 1))
-def test_softmax(shape, axis):
-    be = get_backend("emu")
+def test_softmax(device, shape, axis):
+    be = get_backend(device)
     x = randn(*shape, seed=4) * 5
     close(back(be, be.softmax(on(be, x), axis)), numpy_ref.softmax(x, axis))
     close(back(be, be.log_softmax(on(be, x), axis)), numpy_ref.log_softmax(x, axis))
@@ -149,11 +155,12 @@ def test_relu_backward(be):
 
 # ---------------------------------------------------------------- matmul.cu
 
+@on_each_device
 @settings(max_examples=8)
 @given(m=st.integers(1, 70), k=st.integers(1, 20), n=st.integers(1, 70), trans_a=st.booleans(),
        trans_b=st.booleans(), version=st.sampled_from(["tiled", "naive"]))
-def test_matmul(m, k, n, trans_a, trans_b, version):
-    be = get_backend("emu")
+def test_matmul(device, m, k, n, trans_a, trans_b, version):
+    be = get_backend(device)
     a, b = randn(m, k, seed=6), randn(k, n, seed=7)
     # A transposed view is passed to the kernel as it lies in memory, with the trans flag.
     a_dev = on(be, a.T).T if trans_a else on(be, a)
@@ -176,17 +183,28 @@ def test_matmul_tile_multiples(be):
 
 # ---------------------------------------------------------------- conv.cu
 
-CONV_CASES = [  # (N, C, H, W), (O, kh, kw), stride, padding, dilation, groups
+@st.composite
+def conv_cases(draw):
+    """A small convolution: (N, C, H, W), (O, kh, kw), stride, padding, dilation, groups; the output fits."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    C, O = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), 1)
+    padding = (draw(st.integers(0, kh // 2 + 1)), draw(st.integers(0, kw // 2)))
+    H = draw(st.integers(dilation[0] * (kh - 1) + 1, 9))
+    W = draw(st.integers(kw, 9))
+    return (draw(st.integers(1, 2)), C, H, W), (O, kh, kw), stride, padding, dilation, groups
+
+
+FIXED_CONV_CASES = [  # the layers a CNN has: 3x3 same-padding, strided, 1x1 and depthwise
     ((2, 3, 7, 6), (4, 3, 3), (1, 1), (1, 1), (1, 1), 1),
-    ((1, 2, 9, 8), (3, 3, 2), (2, 3), (1, 0), (1, 1), 1),
-    ((2, 4, 6, 7), (6, 3, 3), (1, 2), (2, 1), (2, 1), 2),
-    ((1, 5, 6, 6), (5, 3, 3), (2, 2), (1, 1), (1, 1), 5),  # depthwise
-    ((3, 2, 5, 5), (2, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1
+    ((1, 5, 6, 6), (5, 3, 3), (2, 2), (1, 1), (1, 1), 5),
+    ((3, 2, 5, 5), (2, 1, 1), (1, 1), (0, 0), (1, 1), 1),
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-g{c[5]}")
-def test_conv2d(be, case):
+def check_conv(be, case):
     x_shape, (O, kh, kw), stride, padding, dilation, groups = case
     x = randn(*x_shape, seed=8)
     w = randn(O, x_shape[1] // groups, kh, kw, seed=9)
@@ -201,14 +219,35 @@ def test_conv2d(be, case):
           rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("case", FIXED_CONV_CASES, ids=["3x3", "depthwise", "1x1"])
+def test_conv2d_layers(be, case):
+    check_conv(be, case)
+
+
+@on_each_device
+@settings(max_examples=12)
+@given(case=conv_cases())
+def test_conv2d(device, case):
+    check_conv(get_backend(device), case)
+
+
 # ---------------------------------------------------------------- pool.cu
 
-POOL_CASES = [((2, 3, 7, 6), (2, 2), (2, 2), (0, 0)), ((1, 2, 9, 8), (3, 3), (2, 1), (1, 1)),
-              ((1, 1, 5, 5), (3, 2), (1, 1), (1, 0))]
+@st.composite
+def pool_cases(draw):
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    x_shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(kernel[0], 8)),
+               draw(st.integers(kernel[1], 8)))
+    return x_shape, kernel, stride, padding
 
 
-@pytest.mark.parametrize("case", POOL_CASES)
-def test_max_pool(be, case):
+@on_each_device
+@settings(max_examples=12)
+@given(case=pool_cases())
+def test_max_pool(device, case):
+    be = get_backend(device)
     x_shape, kernel, stride, padding = case
     x = np.random.default_rng(11).permutation(np.prod(x_shape)).reshape(x_shape).astype(np.float32)  # no ties
     y_ref, win_ref = numpy_ref.max_pool2d(x, kernel, stride, padding)
@@ -220,8 +259,11 @@ def test_max_pool(be, case):
     close(back(be, dx), numpy_ref.max_pool2d_backward(g, win_ref, x_shape, kernel, stride, padding))
 
 
-@pytest.mark.parametrize("case", POOL_CASES)
-def test_avg_pool(be, case):
+@on_each_device
+@settings(max_examples=12)
+@given(case=pool_cases())
+def test_avg_pool(device, case):
+    be = get_backend(device)
     x_shape, kernel, stride, padding = case
     x = randn(*x_shape, seed=13)
     y_ref = numpy_ref.avg_pool2d(x, kernel, stride, padding)
@@ -233,8 +275,11 @@ def test_avg_pool(be, case):
 
 # ---------------------------------------------------------------- batchnorm.cu
 
-@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 7), (4, 2, 40)])
-def test_batch_norm(be, shape):
+@on_each_device
+@FEW
+@given(shape=st.sampled_from([(6, 3), (2, 3, 5, 7), (4, 2, 40), (1, 1, 3, 3), (33, 2)]))
+def test_batch_norm(device, shape):
+    be = get_backend(device)
     C = shape[1]
     x = randn(*shape, seed=15) * 3 + 1
     w, b = randn(C, seed=16), randn(C, seed=17)
@@ -251,10 +296,11 @@ def test_batch_norm(be, shape):
 
 # ---------------------------------------------------------------- embedding.cu
 
+@on_each_device
 @FEW
 @given(n_ids=st.integers(1, 40), dim=st.integers(1, 13), vocab=st.integers(1, 9))
-def test_embedding(n_ids, dim, vocab):
-    be = get_backend("emu")
+def test_embedding(device, n_ids, dim, vocab):
+    be = get_backend(device)
     weight = randn(vocab, dim, seed=19)
     ids = np.random.default_rng(20).integers(0, vocab, (n_ids,))
     close(back(be, be.embedding(on(be, weight), on(be, ids))), numpy_ref.embedding(weight, ids))
@@ -268,6 +314,15 @@ def test_embedding_2d_ids_and_out_of_range(be):
     close(back(be, be.embedding(on(be, weight), on(be, ids))), weight[ids])
     with pytest.raises(IndexError, match=r"\[0, 4\]"):
         be.embedding(on(be, weight), on(be, np.array([5])))
+
+
+def test_scatter_add_glue(be):
+    """Not a kernel: the gather backward in array-module calls CuPy also has."""
+    index = np.random.default_rng(3).integers(0, 5, (4, 3))
+    values = randn(4, 3)
+    for axis, shape in ((1, (4, 5)), (0, (5, 3))):
+        close(back(be, be.scatter_add(shape, axis, on(be, index), on(be, values))),
+              numpy_ref.scatter_add(shape, axis, index, values))
 
 
 # ---------------------------------------------------------------- optim.cu

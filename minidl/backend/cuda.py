@@ -451,6 +451,14 @@ class CudaKernels:
             self.launch_1d("embedding", "embedding_scatter_add", grad.size, (grad, ids, dweight, i64(ids.size), i64(D)))
         return dweight
 
+    def scatter_add(self, shape, axis, index, values):
+        """numpy_ref.scatter_add (gather's backward), built from what CuPy has (no np.indices(sparse=True))."""
+        out = self.xp.zeros(shape, dtype=values.dtype)
+        where = [self.xp.arange(n).reshape((-1,) + (1,) * (index.ndim - 1 - d)) for d, n in enumerate(index.shape)]
+        where[axis] = index
+        self.xp.add.at(out, tuple(where), values)
+        return out
+
     # ------------------------------------------------------------ optimizers (optim.cu)
 
     def _updatable(self, param, *others):
@@ -505,7 +513,7 @@ class CudaKernels:
         for name in ("softmax", "log_softmax", "logsumexp", "cross_entropy", "matmul", "conv2d",
                      "conv2d_backward_data", "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward",
                      "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "embedding",
-                     "embedding_backward", "sgd_step", "adam_step"):
+                     "embedding_backward", "scatter_add", "sgd_step", "adam_step"):
             kernels[name] = getattr(self, name)
         kernels["kernels"] = self
         return types.SimpleNamespace(**kernels)
@@ -540,6 +548,7 @@ def nvrtc_compile(path, arch="sm_80"):
 def emu_backend():
     """The "emu" device: numpy arrays, the CUDA kernels run by the CPU emulator (emu.py)."""
     from . import emu
+    emu.compile_all()  # fill the cache in parallel now rather than one kernel file at a time later
     return CudaKernels("emu", np, emu.load_module, max_blocks=2).namespace()
 
 

@@ -140,6 +140,18 @@ class EmuKernel:
             raise EmuError(f"emu: {self.module.path.name}: {self.module.library.emu_last_error().decode()}")
 
 
+def compile_all(workers=None):
+    """Compile every csrc/cuda/*.cu for the emulator, several g++ at once (each finds its cache first).
+
+    g++ spends most of its ~4 s per file parsing the standard headers, so a cold cache
+    is filled about twice as fast on two cores as one file at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    paths = sorted(CUDA_DIR.glob("*.cu"))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        list(pool.map(compile_module, paths))  # list(): re-raise the first compile error here
+
+
 def load_module(name):
     """csrc/cuda/<name>.cu, compiled for the emulator once per process (and cached on disk)."""
     module = _modules.get(name)
