@@ -7,3 +7,7 @@ from .image import get_image_files, load_image, to_rgb, verify_images  # noqa: F
 from .transforms import (AffineAugment, Lighting, Normalize, RandomResizedCrop, Resize,  # noqa: F401
                          aug_transforms, imagenet_stats)
 from .data import ImageBatcher, ImageDataLoader, ImageDataLoaders, ImageDataset, show_images  # noqa: F401
+from .models import create_body, efficientnet_lite0, model_meta, num_features_model, resnet18, resnet34  # noqa: F401
+from .learner import VisionLearner, create_head, create_vision_model, vision_learner  # noqa: F401
+from .interpret import (ClassificationInterpretation, feature_maps, plot_feature_maps,  # noqa: F401
+                        plot_first_layer_filters)
