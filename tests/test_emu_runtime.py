@@ -4,6 +4,10 @@ It must behave as a GPU does where a kernel is correct (blocks, threads, shared 
 barriers, atomics, shuffles), and fail loudly where a GPU would hang or silently
 misbehave (a divergent __syncthreads, a partial-warp shuffle, a wrong argument type).
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -155,3 +159,59 @@ def test_compiled_once_and_cached(module, tmp_path):
     library = emu.compile_module(module.path)
     assert library.exists() and emu.compile_module(module.path) == library  # same source, same file
     assert library.parent == emu.cache_dir()
+
+
+RACY = r'''
+// Two versions of "reverse each block of 32": the second forgets the barrier.
+extern "C" __global__ void reverse_synced(const float* x, float* out) {
+    __shared__ float tile[32];
+    tile[threadIdx.x] = x[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = tile[31 - threadIdx.x];
+}
+
+extern "C" __global__ void reverse_racy(const float* x, float* out) {
+    __shared__ float tile[32];
+    tile[threadIdx.x] = x[threadIdx.x];
+    out[threadIdx.x] = tile[31 - threadIdx.x];  // may read before thread 31 - i has written
+}
+'''
+
+RUN_KERNEL = r'''
+import sys, numpy as np
+from minidl.backend.emu import EmuModule
+kernel = EmuModule(sys.argv[1]).get_function(sys.argv[2])
+x = np.arange(32, dtype=np.float32)
+out = np.zeros_like(x)
+kernel((1,), (32,), (x, out))
+print("ran", sys.argv[2])
+'''
+
+
+def tsan_runtime():
+    try:
+        path = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+@pytest.mark.skipif(tsan_runtime() is None, reason="g++ has no ThreadSanitizer runtime (libtsan) here")
+def test_thread_sanitizer_finds_a_missing_syncthreads(tmp_path):
+    """MINIDL_EMU_SANITIZE=thread: a kernel without its barrier is reported as a data race; with it, none."""
+    source = tmp_path / "racy.cu"
+    source.write_text(RACY)
+    env = dict(os.environ, LD_PRELOAD=tsan_runtime(), MINIDL_EMU_SANITIZE="thread", MINIDL_CACHE=str(tmp_path),
+               TSAN_OPTIONS="exitcode=0")  # report, and let the test read the report
+
+    def run(kernel):
+        return subprocess.run([sys.executable, "-c", RUN_KERNEL, str(source), kernel], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    synced = run("reverse_synced")
+    assert "ran reverse_synced" in synced.stdout, synced.stderr[-3000:]
+    assert "ThreadSanitizer" not in synced.stderr, synced.stderr[-3000:]
+    racy = run("reverse_racy")
+    assert "ran reverse_racy" in racy.stdout, racy.stderr[-3000:]
+    assert "WARNING: ThreadSanitizer: data race" in racy.stderr
+    assert "racy.cu:13" in racy.stderr or "racy.cu:14" in racy.stderr  # it points at the kernel's lines

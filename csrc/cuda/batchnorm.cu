@@ -13,7 +13,8 @@
 //         power of two in [32, 1024] and blockDim.x floats of dynamic shared memory
 //         (block_reduce.cuh); the apply kernels are 1-D, 256 threads, grid-stride.
 // Cost: forward ~8 FLOPs and 12 bytes per element (reads x three times); backward about twice that.
-// Test: tests/test_emu_kernels.py::test_batch_norm (emu), tests/test_cuda_kernels.py (GPU).
+// Test: pytest tests/test_emu_kernels.py -k "test_batch_norm"  (test_batch_norm), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "block_reduce.cuh"
 

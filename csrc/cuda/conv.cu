@@ -19,7 +19,8 @@
 // Launch: 1-D, 256 threads, grid-stride loops over the elements named above.
 // Cost: im2col/col2im move 4*N*C*kh*kw*OH*OW bytes each way; depthwise is
 //       2*N*C*OH*OW*kh*kw FLOPs. The matmuls: 2*N*O*OH*OW*C*kh*kw FLOPs each.
-// Test: tests/test_emu_kernels.py::test_conv2d / ::test_depthwise (emu), tests/test_cuda_kernels.py.
+// Test: pytest tests/test_emu_kernels.py -k "test_conv2d"  (test_conv2d, test_conv2d_layers (depthwise)), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 struct ConvShape {
     int N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;

@@ -6,7 +6,8 @@
 //             (0 along a broadcast axis): the same index arithmetic numpy does.
 // Launch: 1-D, 256 threads, grid-stride loop (any grid covers any n).
 // Cost: memory-bound; 1 FLOP (a few for exp/tanh/erf) per 8 (unary) or 12 (binary) bytes moved.
-// Test: tests/test_emu_kernels.py::test_unary / ::test_binary (emu), tests/test_cuda_kernels.py (GPU).
+// Test: pytest tests/test_emu_kernels.py -k "test_unary"  (test_unary, test_binary_broadcasting, test_relu_backward), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 enum { UNARY_NEG, UNARY_EXP, UNARY_LOG, UNARY_SQRT, UNARY_ABS, UNARY_SIGN, UNARY_TANH,
        UNARY_SIGMOID, UNARY_RELU, UNARY_ERF };

@@ -7,7 +7,8 @@
 //   the last bits of a float sum, can differ from run to run.)
 // Launch: 1-D over n_ids * D elements, 256 threads, grid-stride loop.
 // Cost: memory-bound: 8 bytes per element gathered, 12 per element added (+ the atomic).
-// Test: tests/test_emu_kernels.py::test_embedding (emu), tests/test_cuda_kernels.py (GPU).
+// Test: pytest tests/test_emu_kernels.py -k "test_embedding"  (test_embedding), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 extern "C" __global__ void embedding_gather(const float* __restrict__ weight, const long long* __restrict__ ids,
                                             float* __restrict__ out, long long n_ids, long long D) {

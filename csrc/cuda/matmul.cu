@@ -16,8 +16,9 @@
 //               load feeds 4 multiply-adds (register blocking).
 //               Launch: block (256), grid (ceil(N/64), ceil(M/64), batch).
 // Edges: tiles past M, N or K load zeros and skip stores, so any size works.
-// Test: tests/test_emu_kernels.py::test_matmul (emu), tests/test_cuda_kernels.py (GPU);
-// benchmark: python -m benchmarks.bench_gpu.
+// Test: pytest tests/test_emu_kernels.py -k "test_matmul"  (test_matmul, test_matmul_batched_and_broadcast), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
+// Benchmark (GPU): python -m benchmarks.bench_gpu.
 
 __device__ float load_a(const float* A, int transA, int M, int K, int m, int k) {
     return transA ? A[(long long)k * M + m] : A[(long long)m * K + k];
@@ -50,7 +51,10 @@ extern "C" __global__ void matmul_naive(const float* __restrict__ A, const float
 extern "C" __global__ void __launch_bounds__(256)
 matmul_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K,
              int transA, int transB, long long strideA, long long strideB, long long strideC) {
-    __shared__ float As[TILE_K][TILE_M];  // stored k-major so a thread's 4 rows are adjacent
+    // As is stored k-major so a thread's 4 rows are adjacent. The +4 pads each k-row: the
+    // copy below writes 8 consecutive k of one row at once, which without the pad would all
+    // fall in one shared-memory bank (64 floats apart) and be served one after another.
+    __shared__ float As[TILE_K][TILE_M + 4];
     __shared__ float Bs[TILE_K][TILE_N];
     A += blockIdx.z * strideA;
     B += blockIdx.z * strideB;

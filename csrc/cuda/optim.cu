@@ -10,7 +10,8 @@
 // makes a temporary array per arithmetic operation. Same math as numpy_ref.sgd_step/adam_step.
 // Launch: 1-D over n elements, 256 threads, grid-stride loop.
 // Cost: sgd ~5 FLOPs and 16 bytes per element; adam ~15 FLOPs and 28 bytes per element.
-// Test: tests/test_emu_kernels.py::test_sgd / ::test_adam (emu), tests/test_cuda_kernels.py (GPU).
+// Test: pytest tests/test_emu_kernels.py -k "test_sgd"  (test_sgd, test_adam), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 extern "C" __global__ void sgd_step(float* __restrict__ param, const float* __restrict__ grad,
                                     float* __restrict__ buf, long long n, float lr, float momentum,

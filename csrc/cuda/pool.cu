@@ -12,7 +12,8 @@
 // zeroed by the host.
 // Launch: 1-D over N*C*OH*OW outputs, 256 threads, grid-stride loop.
 // Cost: kh*kw compares (or adds) and 4*kh*kw bytes read per output.
-// Test: tests/test_emu_kernels.py::test_max_pool / ::test_avg_pool (emu), tests/test_cuda_kernels.py.
+// Test: pytest tests/test_emu_kernels.py -k "test_max_pool"  (test_max_pool, test_avg_pool), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #ifndef INFINITY  // NVRTC has no <math.h>; the emulator's <cmath> defines it
 #define INFINITY __int_as_float(0x7f800000)

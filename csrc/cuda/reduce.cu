@@ -9,7 +9,8 @@
 // then the block halves the partial results in shared memory down to one warp, and
 // the last warp finishes with shuffles (no barrier needed inside a warp).
 // Cost: R - 1 FLOPs and 4R bytes read per row: memory-bound.
-// Test: tests/test_emu_kernels.py::test_reduce (emu), tests/test_cuda_kernels.py (GPU).
+// Test: pytest tests/test_emu_kernels.py -k "test_reduce"  (test_reduce, test_reduce_long_rows_and_all), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "block_reduce.cuh"
 

@@ -11,7 +11,8 @@
 // Launch: one block per row, blockDim.x a power of two in [32, 1024], dynamic shared
 //         memory blockDim.x floats (block_reduce.cuh's tree).
 // Cost: about 4C FLOPs + C exps per row, reading the row twice (8C bytes) and writing it once.
-// Test: tests/test_emu_kernels.py::test_softmax / ::test_cross_entropy_fused (emu), tests/test_cuda_kernels.py.
+// Test: pytest tests/test_emu_kernels.py -k "test_softmax"  (test_softmax, test_cross_entropy_fused), on "emu"
+//       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "block_reduce.cuh"
 

@@ -7,8 +7,8 @@
 //     thread_local variables, `blockDim`, `gridDim` one value per launch.
 //   * A launch runs the blocks one after another. The threads of a block are real
 //     std::threads, so `__syncthreads()` is a real barrier: a missing one is a real
-//     race (ThreadSanitizer can find it), and a divergent one is an error here, where a
-//     GPU would hang or silently misbehave.
+//     race, which ThreadSanitizer reports (MINIDL_EMU_SANITIZE=thread, see emu.py), and
+//     a divergent one is an error here, where a GPU would hang or silently misbehave.
 //   * `__shared__` arrays become `static`: one copy, which is right because only one
 //     block runs at a time. `extern __shared__ T name[];` (dynamic shared memory) is
 //     the one line emu.py rewrites, into a pointer to a buffer of the launch's

@@ -27,6 +27,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 EMU_HEADER = ROOT / "csrc" / "emu" / "cuda_emu.h"
 CXX_FLAGS = ["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-w"]
+# MINIDL_EMU_SANITIZE=thread builds the kernels with ThreadSanitizer, which reports two
+# threads touching the same memory without a barrier between them (a missing
+# __syncthreads). The Python process must then start with the TSan runtime preloaded:
+#   LD_PRELOAD=$(g++ -print-file-name=libtsan.so) MINIDL_EMU_SANITIZE=thread python ...
+SANITIZE_FLAGS = {"": [], "thread": ["-fsanitize=thread", "-g"]}
+
+
+def cxx_flags():
+    choice = os.environ.get("MINIDL_EMU_SANITIZE", "")
+    if choice not in SANITIZE_FLAGS:
+        raise ValueError(f"MINIDL_EMU_SANITIZE={choice!r}: use 'thread' (ThreadSanitizer) or leave it unset")
+    return CXX_FLAGS + SANITIZE_FLAGS[choice]
 
 KERNEL_NAME = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
 DYNAMIC_SHARED = re.compile(r'extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w ]+?)\s+(\w+)\s*\[\s*\]\s*;')
@@ -63,7 +75,8 @@ def compile_module(path):
     path = Path(path)
     cpp = translate(path.read_text(), str(path))
     headers = "".join(h.read_text() for h in sorted(CUDA_DIR.glob("*.cuh")))  # what the .cu may #include
-    digest = hashlib.sha256((cpp + headers + EMU_HEADER.read_text() + " ".join(CXX_FLAGS)).encode()).hexdigest()[:16]
+    flags = cxx_flags()
+    digest = hashlib.sha256((cpp + headers + EMU_HEADER.read_text() + " ".join(flags)).encode()).hexdigest()[:16]
     out_dir = cache_dir()
     library = out_dir / f"{path.stem}-{digest}.so"
     if library.exists():
@@ -74,7 +87,7 @@ def compile_module(path):
         source = Path(tmp) / f"{path.stem}.cpp"
         source.write_text(cpp)
         partial = Path(tmp) / library.name
-        result = subprocess.run(["g++", *CXX_FLAGS, f"-I{CUDA_DIR}", str(source), "-o", str(partial)],
+        result = subprocess.run(["g++", *flags, f"-I{CUDA_DIR}", str(source), "-o", str(partial)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"emu: g++ could not compile {path.name} against {EMU_HEADER.name}:\n{result.stderr}")
