@@ -18,4 +18,28 @@ from .tensor import (Tensor, arange, bool_, eye, float32, float64, from_numpy, f
                      int64, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
 from . import data, io, learn, optim, testing  # noqa: F401
 
+try:
+    from . import _C  # the C++ kernels (csrc/cpu); optional with MINIDL_KERNELS=numpy
+except ImportError:
+    _C = None
+
+
+def set_num_threads(n):
+    """Run the C++ kernels on ``n`` threads (process-wide, like torch.set_num_threads).
+
+    The default is OMP_NUM_THREADS if set, else one thread per core. numpy's own BLAS
+    threads (OPENBLAS_NUM_THREADS) are not changed.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    if _C is None:
+        raise RuntimeError("set_num_threads: the C++ kernels (minidl._C) are not built, so there are no "
+                           "threads to set; build them with `pip install -e .`")
+    _C.set_num_threads(n)
+
+
+def get_num_threads():
+    """How many threads the C++ kernels use (1 in a forked child process, e.g. a data-loader worker)."""
+    return 1 if _C is None else _C.get_num_threads()
+
 __version__ = "0.1.0"

@@ -89,7 +89,7 @@ class Tensor:
     # ---------------------------------------------------------------- what it is
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return self.data.shape  # a tuple (numpy's and CuPy's shapes are)
 
     @property
     def dtype(self):

@@ -62,12 +62,19 @@ def test_batched_broadcast(batches, m, k, n, dtype, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(m=sizes, k=sizes, n=sizes, dtype=st.sampled_from(DTYPES), layout=st.sampled_from(["T", "step", "batchT"]),
-       seed=st.integers(0, 2**32 - 1))
+@given(m=sizes, k=sizes, n=sizes, dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(["T", "step", "batchT", "reversed", "broadcast"]), seed=st.integers(0, 2**32 - 1))
 def test_non_contiguous(m, k, n, dtype, layout, seed):
+    """The kernel reads operands through their strides (no copies): transposed, sliced, reversed, broadcast."""
     rng = np.random.default_rng(seed)
     if layout == "T":          # transposed views of both operands
         a, b = random(rng, (k, m), dtype).T, random(rng, (n, k), dtype).T
+    elif layout == "reversed":  # negative strides
+        a, b = random(rng, (m, k), dtype)[::-1], random(rng, (k, n), dtype)[:, ::-1]
+    elif layout == "broadcast":  # a batch axis of stride 0, straight into the binding
+        a = np.broadcast_to(random(rng, (m, k), dtype), (3, m, k))
+        b = random(rng, (3, k, n), dtype)
+        assert_matches(_C.matmul(a, b), a, b)
     elif layout == "step":     # strided slices
         a, b = random(rng, (2 * m, 3 * k), dtype)[::2, ::3], random(rng, (k, 2 * n), dtype)[:, 1::2]
     else:                      # batched, batch axis moved last then swapped back
@@ -84,6 +91,15 @@ def test_large_crosses_blocks(shape, dtype):
     a, b = random(rng, (batch, m, k), dtype), random(rng, (batch, k, n), dtype)
     assert_matches(cpu.matmul(a, b), a, b)
     assert_matches(_C.matmul(a, b), a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_transposed_operands_cross_blocks(dtype):
+    """x @ W^T and G^T @ x, a Linear layer's three products, with views the kernel packs in place."""
+    rng = np.random.default_rng(1)
+    x, w, g = random(rng, (517, 300), dtype), random(rng, (131, 300), dtype), random(rng, (517, 131), dtype)
+    for a, b in [(x, w.T), (g, w), (g.T, x), (x.T.T, w.T)]:
+        assert_matches(_C.matmul(a, b), a, b)
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((0, 3), (3, 4)), ((3, 0), (0, 4)), ((0, 2, 3), (0, 3, 4))])

@@ -45,11 +45,32 @@ std::string dtype_str(const py::array& x) {
     return py::str(dt);
 }
 
+// The strides of a 2-D or 3-D operand in elements, or false if one is not a whole number
+// of elements (then the caller makes a contiguous copy).
+bool element_strides(const py::array& x, std::size_t itemsize, minidl::Strides& st) {
+    const py::ssize_t nd = x.ndim();
+    py::ssize_t s[3] = {0, x.strides(nd - 2), x.strides(nd - 1)};
+    if (nd == 3) s[0] = x.strides(0);
+    for (py::ssize_t v : s)
+        if (v % py::ssize_t(itemsize)) return false;
+    st = {s[0] / py::ssize_t(itemsize), s[1] / py::ssize_t(itemsize), s[2] / py::ssize_t(itemsize)};
+    return true;
+}
+
 template <typename T>
 py::array matmul_typed(const py::array& a_any, const py::array& b_any) {
-    // A C-contiguous view of each input, copied only if it is not contiguous already.
-    auto a = py::array_t<T, py::array::c_style>::ensure(a_any);
-    auto b = py::array_t<T, py::array::c_style>::ensure(b_any);
+    // Any strides are read in place (a transposed view, a slice); only an operand whose
+    // strides are not whole elements is copied.
+    py::array a = a_any, b = b_any;
+    minidl::Strides as{}, bs{};
+    if (!element_strides(a, sizeof(T), as)) {
+        a = py::array_t<T, py::array::c_style>::ensure(a_any);
+        element_strides(a, sizeof(T), as);
+    }
+    if (!element_strides(b, sizeof(T), bs)) {
+        b = py::array_t<T, py::array::c_style>::ensure(b_any);
+        element_strides(b, sizeof(T), bs);
+    }
     if (!a || !b) throw std::runtime_error("matmul: could not make C-contiguous copies of the inputs");
     const bool batched = a.ndim() == 3;
     const py::ssize_t batch = batched ? a.shape(0) : 1;
@@ -58,12 +79,12 @@ py::array matmul_typed(const py::array& a_any, const py::array& b_any) {
     std::vector<py::ssize_t> shape{M, N};
     if (batched) shape.insert(shape.begin(), batch);
     py::array_t<T> c(shape);
-    const T* pa = a.data();
-    const T* pb = b.data();
+    const T* pa = static_cast<const T*>(a.data());
+    const T* pb = static_cast<const T*>(b.data());
     T* pc = c.mutable_data();
     {
         py::gil_scoped_release no_gil;
-        minidl::matmul(pa, pb, pc, batch, M, N, K);
+        minidl::matmul(pa, as, pb, bs, pc, batch, M, N, K);
     }
     return c;
 }
@@ -593,6 +614,75 @@ py::array softmax_last(const py::array& x, bool log) {
     throw py::type_error(op + ": dtype " + d + " is not supported (float32 and float64 are)");
 }
 
+// ---------------------------------------------------------------- cross-entropy
+
+// The targets as int64 class indices in [0, D), one per row (checked: the kernels index with them).
+py::array_t<std::int64_t, py::array::c_style> class_targets(const std::string& op, const py::array& t_any,
+                                                             py::ssize_t R, py::ssize_t D) {
+    if (t_any.ndim() != 1 || t_any.shape(0) != R)
+        throw py::value_error(op + ": target " + shape_str(t_any) + " should be (" + std::to_string(R) + ",)");
+    auto t = input<std::int64_t>(op, "target", t_any);
+    const std::int64_t* pt = t.data();
+    for (py::ssize_t r = 0; r < R; ++r)
+        if (pt[r] < 0 || pt[r] >= D)
+            throw py::index_error(op + ": target " + std::to_string(pt[r]) + " is not a class index in [0, " +
+                                  std::to_string(D - 1) + "]");
+    return t;
+}
+
+template <typename T>
+py::tuple cross_entropy_typed(const py::array& x_any, const py::array& t_any) {
+    const std::string op = "cross_entropy";
+    if (x_any.ndim() != 2 || x_any.shape(1) == 0)
+        throw py::value_error(op + ": logits " + shape_str(x_any) + " should be (N, C) with C >= 1");
+    const py::ssize_t R = x_any.shape(0), D = x_any.shape(1);
+    auto x = input<T>(op, "logits", x_any);
+    auto t = class_targets(op, t_any, R, D);
+    py::array_t<T> loss(R), dlogits({R, D});
+    const T* px = x.data();
+    const std::int64_t* pt = t.data();
+    T *pl = loss.mutable_data(), *pd = dlogits.mutable_data();
+    {
+        py::gil_scoped_release no_gil;
+        minidl::cross_entropy(px, pt, pl, pd, R, D);
+    }
+    return py::make_tuple(loss, dlogits);
+}
+
+py::tuple cross_entropy(const py::array& x, const py::array& t) {
+    const std::string d = dtype_str(x);
+    if (d == "float32") return cross_entropy_typed<float>(x, t);
+    if (d == "float64") return cross_entropy_typed<double>(x, t);
+    throw py::type_error("cross_entropy: dtype " + d + " is not supported (float32 and float64 are)");
+}
+
+// ---------------------------------------------------------------- relu backward
+
+template <typename T>
+py::array relu_backward_typed(const py::array& g_any, const py::array& y_any) {
+    const std::string op = "relu_backward";
+    auto g = input<T>(op, "grad", g_any);
+    auto y = input<T>(op, "y", y_any);
+    std::vector<py::ssize_t> shape(y_any.shape(), y_any.shape() + y_any.ndim());
+    py::array_t<T> dx(shape);
+    const T *pg = g.data(), *py_ = y.data();
+    T* pdx = dx.mutable_data();
+    const py::ssize_t n = dx.size();
+    py::gil_scoped_release no_gil;
+    minidl::relu_backward(pg, py_, pdx, n);
+    return dx;
+}
+
+py::array relu_backward(const py::array& g, const py::array& y) {
+    if (g.ndim() != y.ndim() || !std::equal(g.shape(), g.shape() + g.ndim(), y.shape()))
+        throw py::value_error("relu_backward: grad " + shape_str(g) + " and y " + shape_str(y) +
+                              " must have the same shape");
+    const std::string d = dtype_str(y);
+    if (d == "float32") return relu_backward_typed<float>(g, y);
+    if (d == "float64") return relu_backward_typed<double>(g, y);
+    throw py::type_error("relu_backward: dtype " + d + " is not supported (float32 and float64 are)");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -600,7 +690,8 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"),
           "a @ b for float32/float64: (M, K) @ (K, N) -> (M, N) or (B, M, K) @ (B, K, N) -> "
-          "(B, M, N). Non-contiguous inputs are copied; batch dims are not broadcast.");
+          "(B, M, N). Inputs with any strides (transposed views) are read in place; batch dims are "
+          "not broadcast.");
 
     m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"), py::arg("lr"),
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("dampening"),
@@ -638,6 +729,10 @@ PYBIND11_MODULE(_C, m) {
           "Softmax over the last axis.");
     m.def("log_softmax", [](const py::array& x) { return softmax_last(x, true); }, py::arg("x"),
           "Log-softmax over the last axis.");
+    m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"),
+          "(loss, dlogits): loss[r] = logsumexp(logits[r]) - logits[r, target[r]] and its gradient "
+          "softmax(logits[r]) - onehot(target[r]).");
+    m.def("relu_backward", &relu_backward, py::arg("grad"), py::arg("y"), "grad where y > 0, else 0.");
 
 #ifdef _OPENMP
     m.attr("has_openmp") = true;

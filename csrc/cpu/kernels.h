@@ -32,8 +32,19 @@ inline int num_threads() {
                                                               : g_num_threads.load(std::memory_order_relaxed);
 }
 
+// Where element (b, i, j) of a matrix operand lies: data[b*batch + i*row + j*col], in
+// elements (a C-contiguous (M, K) matrix has row = K, col = 1; its transpose row = 1, col = K).
+struct Strides {
+    std::int64_t batch, row, col;
+};
+
 // c[b] = a[b] @ b[b] for b in [0, batch): a is (batch, M, K), b is (batch, K, N),
-// c is (batch, M, N), all C-contiguous. See matmul.cpp.
+// c is (batch, M, N) and C-contiguous. See matmul.cpp.  The first form reads a and b
+// through any strides; the second takes them C-contiguous.
+void matmul(const float* a, const Strides& as, const float* b, const Strides& bs, float* c, std::int64_t batch,
+            std::int64_t M, std::int64_t N, std::int64_t K);
+void matmul(const double* a, const Strides& as, const double* b, const Strides& bs, double* c,
+            std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K);
 void matmul(const float* a, const float* b, float* c,
             std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K);
 void matmul(const double* a, const double* b, double* c,
@@ -86,8 +97,18 @@ void batch_norm_backward(const double* g, const double* x, const double* w, cons
                          const double* invstd, double* dx, double* dw, double* db, std::int64_t N, std::int64_t C,
                          std::int64_t S);
 
-// Softmax (log=false) or log-softmax (log=true) over the last axis of x viewed as (R, D).
-void softmax(const float* x, float* y, std::int64_t R, std::int64_t D, bool log);
-void softmax(const double* x, double* y, std::int64_t R, std::int64_t D, bool log);
+// Over the last axis of x viewed as (R, D) (see softmax.cpp): softmax (log=false) or
+// log-softmax (log=true); cross-entropy against one target class t[r] per row, giving
+// loss[r] and its gradient dlogits[r, :] = softmax(x[r]) - onehot(t[r]).
+#define MINIDL_SOFTMAX_DECLARE(T)                                                                       \
+    void softmax(const T* x, T* y, std::int64_t R, std::int64_t D, bool log);                           \
+    void cross_entropy(const T* x, const std::int64_t* t, T* loss, T* dlogits, std::int64_t R, std::int64_t D);
+MINIDL_SOFTMAX_DECLARE(float)
+MINIDL_SOFTMAX_DECLARE(double)
+#undef MINIDL_SOFTMAX_DECLARE
+
+// dx = g where y > 0, else 0, over n contiguous elements (see elementwise.cpp).
+void relu_backward(const float* g, const float* y, float* dx, std::int64_t n);
+void relu_backward(const double* g, const double* y, double* dx, std::int64_t n);
 
 }  // namespace minidl

@@ -1,7 +1,9 @@
 // csrc/cpu/matmul.cpp — batched matrix multiply on the CPU, float32 and float64.
 //
-// What:   c[b] = a[b] @ b[b]   with a (B, M, K), b (B, K, N), c (B, M, N),
-//         all C-contiguous, one dtype.  c[b, i, j] = sum_p a[b, i, p] * b[b, p, j]
+// What:   c[b] = a[b] @ b[b]   with a (B, M, K), b (B, K, N), c (B, M, N), one dtype.
+//         c[b, i, j] = sum_p a[b, i, p] * b[b, p, j].  c is C-contiguous; a and b may have
+//         any strides (in elements): a transposed view (x.T) is read in place, not copied,
+//         because packing (below) copies every operand into its own layout anyway.
 // FLOPs:  2 * B * M * N * K            (one multiply and one add per term)
 // Bytes:  at least sizeof(T) * B * (M*K + K*N + M*N)
 // Threads: OpenMP; set with _C.set_num_threads(n).  The threads first pack B together,
@@ -105,7 +107,13 @@ struct Blocking {
     static constexpr index_t MC = MC_;                       // rows of an A block (multiple of MR)
     static constexpr index_t NC = 4096;                      // columns of a B block
 };
-template <typename T> using Avx512Blocking = Blocking<T, 14, 2, 256, 14 * 24>;
+#ifndef MINIDL_AVX512_KC  // (a -D flag for tuning experiments)
+#define MINIDL_AVX512_KC 256
+#endif
+#ifndef MINIDL_AVX512_MC
+#define MINIDL_AVX512_MC (14 * 24)
+#endif
+template <typename T> using Avx512Blocking = Blocking<T, 14, 2, MINIDL_AVX512_KC, MINIDL_AVX512_MC>;
 template <typename T> using Avx2Blocking = Blocking<T, 6, 1, 256, 6 * 16>;
 
 // Scratch buffers that live as long as the thread (OpenMP's pool threads are reused
@@ -136,37 +144,39 @@ void release_scratch(int which) {
     buf = Scratch{};
 }
 
-// Copy slivers [s0, s1) of rows [k0, k0+kc) of B (K x N, row stride N), each NR
-// columns wide, zero-padding the last sliver: out[s][p][j] = B[k0 + p][s*NR + j].
+// Copy slivers [s0, s1) of rows [k0, k0+kc) of B (element (p, j) at b[p*rs + j*cs]),
+// each NR columns wide, zero-padding the last sliver: out[s][p][j] = B[k0 + p][s*NR + j].
 template <typename Blk, typename T>
-void pack_b(const T* b, index_t N, index_t k0, index_t kc, index_t s0, index_t s1, T* out) {
+void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t s0, index_t s1,
+            T* out) {
     constexpr int NR = Blk::NR;
     for (index_t s = s0; s < s1; ++s) {
         const index_t cols = std::min<index_t>(NR, N - s * NR);
         T* dst = out + s * kc * NR;
-        const T* src = b + k0 * N + s * NR;
-        if (cols == NR) {
-            for (index_t p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * N, sizeof(T) * NR);
-        } else {
-            for (index_t p = 0; p < kc; ++p) {
-                for (index_t j = 0; j < cols; ++j) dst[p * NR + j] = src[p * N + j];
+        const T* src = b + k0 * rs + s * NR * cs;
+        if (cols == NR && cs == 1) {               // rows of B are contiguous: copy them whole
+            for (index_t p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * rs, sizeof(T) * NR);
+        } else {                                   // e.g. B = W^T: walk down B's columns,
+            for (index_t j = 0; j < cols; ++j)     // which are W's contiguous rows
+                for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = src[p * rs + j * cs];
+            for (index_t p = 0; p < kc; ++p)
                 for (index_t j = cols; j < NR; ++j) dst[p * NR + j] = T(0);
-            }
         }
     }
 }
 
-// Copy the mc x kc block of A (row stride K) at (i0, k0) into MR-row micro-panels
-// stored column after column, zero-padding the last: out[r][p][i] = A[i0 + r*MR + i][k0 + p].
+// Copy the mc x kc block at (i0, k0) of A (element (i, p) at a[i*rs + p*cs]) into MR-row
+// micro-panels stored column after column, zero-padding the last:
+// out[r][p][i] = A[i0 + r*MR + i][k0 + p].
 template <typename Blk, typename T>
-void pack_a(const T* a, index_t K, index_t i0, index_t k0, index_t mc, index_t kc, T* out) {
+void pack_a(const T* a, index_t rs, index_t cs, index_t i0, index_t k0, index_t mc, index_t kc, T* out) {
     constexpr int MR = Blk::MR;
     for (index_t r = 0; r < ceil_div(mc, MR); ++r) {
         const index_t rows = std::min<index_t>(MR, mc - r * MR);
         T* dst = out + r * kc * MR;
-        const T* src = a + (i0 + r * MR) * K + k0;
+        const T* src = a + (i0 + r * MR) * rs + k0 * cs;
         for (index_t p = 0; p < kc; ++p) {
-            for (index_t i = 0; i < rows; ++i) dst[p * MR + i] = src[i * K + p];
+            for (index_t i = 0; i < rows; ++i) dst[p * MR + i] = src[i * rs + p * cs];
             for (index_t i = rows; i < MR; ++i) dst[p * MR + i] = T(0);
         }
     }
@@ -255,7 +265,8 @@ void run_macro(Avx512Blocking<double>, MINIDL_MACRO_ARGS(double)) { macro_avx512
 #endif
 
 template <typename Blk, typename T>
-void matmul_impl(const T* a, const T* b, T* c, index_t batch, index_t M, index_t N, index_t K) {
+void matmul_impl(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, index_t batch, index_t M,
+                 index_t N, index_t K) {
     constexpr int MR = Blk::MR, NR = Blk::NR;
     if (batch == 0 || M == 0 || N == 0) return;
     if (K == 0) { std::fill(c, c + batch * M * N, T(0)); return; }
@@ -291,8 +302,8 @@ void matmul_impl(const T* a, const T* b, T* c, index_t batch, index_t M, index_t
             for (index_t kb = 0; kb < k_blocks; ++kb)
                 for (index_t chunk = 0; chunk < chunks; ++chunk) {  // 4 slivers at a time
                     const index_t k0 = kb * Blk::KC, kc = std::min(Blk::KC, K - k0);
-                    pack_b<Blk>(b + bi * K * N, N, k0, kc, chunk * 4, std::min(slivers, chunk * 4 + 4),
-                                packed_b + bi * K * n_pad + k0 * n_pad);
+                    pack_b<Blk>(b + bi * bs.batch, bs.row, bs.col, N, k0, kc, chunk * 4,
+                                std::min(slivers, chunk * 4 + 4), packed_b + bi * K * n_pad + k0 * n_pad);
                 }
         // (the implicit barrier here: B is packed before anyone multiplies)
 
@@ -305,7 +316,7 @@ void matmul_impl(const T* a, const T* b, T* c, index_t batch, index_t M, index_t
             for (index_t k0 = 0; k0 < K; k0 += Blk::KC) {
                 const index_t kc = std::min(Blk::KC, K - k0);
                 // 3. Pack this task's A block, 4. run the micro-kernels over it.
-                pack_a<Blk>(a + bi * M * K, K, i0, k0, rows, kc, packed_a);
+                pack_a<Blk>(a + bi * as.batch, as.row, as.col, i0, k0, rows, kc, packed_a);
                 const T* b_block = packed_b + bi * K * n_pad + k0 * n_pad + j0 * kc;
                 run_macro(Blk{}, rows, nc, kc, 0, ceil_div(nc, NR), packed_a, b_block,
                           c + bi * M * N + i0 * N + j0, N, /*accumulate=*/k0 > 0);
@@ -317,23 +328,28 @@ void matmul_impl(const T* a, const T* b, T* c, index_t batch, index_t M, index_t
 }
 
 template <typename T>
-void matmul_dispatch(const T* a, const T* b, T* c, index_t batch, index_t M, index_t N, index_t K) {
+void matmul_dispatch(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, index_t batch, index_t M,
+                     index_t N, index_t K) {
 #if MINIDL_X86_DISPATCH
     static const bool avx512 = __builtin_cpu_supports("x86-64-v4");
-    if (avx512) return matmul_impl<Avx512Blocking<T>>(a, b, c, batch, M, N, K);
+    if (avx512) return matmul_impl<Avx512Blocking<T>>(a, as, b, bs, c, batch, M, N, K);
 #endif
-    matmul_impl<Avx2Blocking<T>>(a, b, c, batch, M, N, K);
+    matmul_impl<Avx2Blocking<T>>(a, as, b, bs, c, batch, M, N, K);
 }
 
 }  // namespace
 
-void matmul(const float* a, const float* b, float* c, std::int64_t batch, std::int64_t M,
-            std::int64_t N, std::int64_t K) {
-    matmul_dispatch(a, b, c, batch, M, N, K);
-}
-void matmul(const double* a, const double* b, double* c, std::int64_t batch, std::int64_t M,
-            std::int64_t N, std::int64_t K) {
-    matmul_dispatch(a, b, c, batch, M, N, K);
-}
+#define MINIDL_MATMUL_DEFINE(T)                                                                           \
+    void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, std::int64_t batch,   \
+                std::int64_t M, std::int64_t N, std::int64_t K) {                                        \
+        matmul_dispatch(a, as, b, bs, c, batch, M, N, K);                                                \
+    }                                                                                                     \
+    void matmul(const T* a, const T* b, T* c, std::int64_t batch, std::int64_t M, std::int64_t N,         \
+                std::int64_t K) {                                                                         \
+        matmul_dispatch(a, Strides{M * K, K, 1}, b, Strides{K * N, N, 1}, c, batch, M, N, K);             \
+    }
+MINIDL_MATMUL_DEFINE(float)
+MINIDL_MATMUL_DEFINE(double)
+#undef MINIDL_MATMUL_DEFINE
 
 }  // namespace minidl

@@ -23,15 +23,15 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def matmul(a, b):
     """(..., M, K) @ (..., K, N) -> (..., M, N), exactly numpy.matmul; batch dims broadcast.
 
-    float32/float64 run csrc/cpu/matmul.cpp on (batch, M, K) @ (batch, K, N) copies
-    made contiguous; other dtypes (and 1-D operands) use numpy.matmul.
+    float32/float64 run csrc/cpu/matmul.cpp, which reads 2-D and 3-D operands with any
+    strides (a transposed view costs no copy); other dtypes (and 1-D operands) use numpy.matmul.
     """
     if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in FLOAT_DTYPES:
         return np.matmul(a, b)
     if a.ndim == 2 and b.ndim == 2:  # the common case (a Linear layer): no batch to broadcast
         if a.shape[1] != b.shape[0]:
             raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[1]} and {b.shape[0]} differ")
-        return _C.matmul(a, b)  # the binding copies a non-contiguous operand
+        return _C.matmul(a, b)
     (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
     if k != k2:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {k} and {k2} differ")
@@ -42,9 +42,9 @@ def matmul(a, b):
                          f"{b.shape[:-2]} do not broadcast") from None
     if math.prod(b.shape[:-2]) == 1:
         # One shared right operand (a layer's weight): all of a's rows in one (batch*M, K) @ (K, N).
+        # (reshape gives views where the strides allow, copies otherwise)
         rows = math.prod(a.shape[:-1])
-        a3 = np.ascontiguousarray(a).reshape(1, rows, k)
-        out = _C.matmul(a3, np.ascontiguousarray(b).reshape(1, k, n))
+        out = _C.matmul(a.reshape(1, rows, k), b.reshape(1, k, n))
     else:
         nb = math.prod(batch)
         a3 = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(nb, m, k)
@@ -53,12 +53,22 @@ def matmul(a, b):
     return out.reshape(batch + (m, n))
 
 
-def _contiguous_float(*arrays, dtype=None):
-    """True when every array is a C-contiguous, writable float32/float64 array of one dtype."""
-    dtype = arrays[0].dtype if dtype is None else dtype
-    return dtype in FLOAT_DTYPES and all(
-        isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
-        for a in arrays)
+def _contiguous_float(*arrays):
+    """True when every array is a C-contiguous, writable float32/float64 array of one dtype.
+
+    (A plain loop, not all(... for ...): the optimizer asks this for every parameter of
+    every step, and a generator costs more than the checks.)
+    """
+    dtype = arrays[0].dtype
+    if dtype not in FLOAT_DTYPES:
+        return False
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dtype:
+            return False
+        flags = a.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return False
+    return True
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening=0.0):
@@ -229,6 +239,25 @@ def log_softmax(x, axis):
     return _C.log_softmax(x)
 
 
+def _class_targets(logits, target):
+    return (isinstance(logits, np.ndarray) and logits.dtype in FLOAT_DTYPES and logits.ndim == 2
+            and logits.shape[1] > 0 and isinstance(target, np.ndarray) and target.dtype.kind in "iu")
+
+
+def cross_entropy(logits, target):
+    """numpy_ref.cross_entropy in C++ (softmax.cpp): (loss, dlogits), one pass over the logits."""
+    if not _class_targets(logits, target):
+        return numpy_ref.cross_entropy(logits, target)
+    return _C.cross_entropy(logits, target.astype(np.int64, copy=False))
+
+
+def relu_backward(grad, y):
+    """numpy_ref.relu_backward in C++ (csrc/cpu/elementwise.cpp) for same-shape float arrays."""
+    if not (_same_float(grad, y) and grad.shape == y.shape):
+        return numpy_ref.relu_backward(grad, y)
+    return _C.relu_backward(grad, y)
+
+
 def set_num_threads(n):
     """Use n threads in the C++ kernels (process-wide)."""
     _C.set_num_threads(n)
@@ -253,7 +282,8 @@ KERNELS = {
     "avg_pool2d_backward": avg_pool2d_backward,
     "batch_norm": batch_norm,
     "batch_norm_backward": batch_norm_backward,
-    # softmax / log_softmax are bound and tested (tests/test_cpu_kernels.py) but not used:
-    # without a vectorized exp (GCC needs -ffast-math for libmvec) they run 1.2-1.8x slower
-    # than numpy's SIMD exp on (256, 1000) - (4096, 512) inputs, so numpy_ref keeps them.
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "cross_entropy": cross_entropy,
+    "relu_backward": relu_backward,
 }

@@ -72,6 +72,11 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+def relu_backward(grad, y):
+    """dL/dx of y = relu(x): the gradient where y > 0, else 0 (also where x is NaN)."""
+    return np.where(y > 0, grad, 0).astype(grad.dtype, copy=False)
+
+
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
@@ -358,6 +363,21 @@ def batch_norm_backward(grad, x, weight, mean, invstd):
 
 
 # ---------------------------------------------------------------- losses
+
+def cross_entropy(logits, target):
+    """Per row i: loss_i = logsumexp(logits_i) - logits_i[target_i] = -log softmax(logits_i)[target_i].
+
+    logits (N, C), target (N,) integer class indices. Returns (loss, dlogits) with the
+    gradient dloss_i/dlogits_ij = softmax(logits_i)_j - [j == target_i], computed here
+    because the softmax is at hand: the op's backward only scales it by dL/dloss_i.
+    """
+    lse = logsumexp(logits, 1, keepdims=True)
+    rows = np.arange(len(target))
+    loss = lse[:, 0] - logits[rows, target]
+    dlogits = np.exp(logits - lse)
+    dlogits[rows, target] -= 1
+    return loss, dlogits
+
 
 def bce_with_logits(x, y):
     """-[y log s(x) + (1-y) log(1-s(x))] = max(x, 0) - x*y + log(1 + e^-|x|), stable for any x."""

@@ -308,8 +308,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, grad):
         y, = ctx.saved_arrays
-        be = ctx.backend
-        return be.where(be.greater(y, 0), grad, 0)
+        return ctx.backend.relu_backward(grad, y)  # grad where y > 0, else 0
 
 
 class LeakyReLU(Function):

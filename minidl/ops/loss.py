@@ -1,6 +1,6 @@
 """Loss functions: how wrong the model is, as one number to minimise."""
 from ..autograd import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, is_float
 from .elementwise import as_tensors, broadcast_shape
 from .reduce import log_softmax
 from .shape import gather
@@ -36,6 +36,25 @@ def nll_loss(log_probs, target, reduction="mean"):
     return reduce_loss("nll_loss", -picked, reduction)
 
 
+class CrossEntropy(Function):
+    """l_i = -log softmax(x_i)[t_i] = logsumexp(x_i) - x_i[t_i];  dl_i/dx_ij = softmax(x_i)_j - [j == t_i].
+
+    One op (one kernel each way) instead of log_softmax, gather and neg: the loss runs
+    once per step, and in a small model each op's Python overhead counts.
+    """
+    @staticmethod
+    def forward(ctx, logits, target):
+        losses, dlogits = ctx.backend.cross_entropy(logits, target)  # the kernel gives the gradient too
+        ctx.save_for_backward(dlogits)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad):
+        dlogits, = ctx.saved_arrays
+        be = ctx.backend
+        return be.mul(dlogits, be.reshape(grad, (-1, 1))), None
+
+
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     """-log softmax(logits)[target], from raw scores (N, C) and class indices (N,).
 
@@ -45,6 +64,8 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     _check_targets("cross_entropy", logits, target)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not label_smoothing and is_float(logits.dtype):
+        return reduce_loss("cross_entropy", CrossEntropy.apply(logits, target), reduction)
     log_probs = log_softmax(logits, 1)
     losses = -gather(log_probs, 1, target.reshape(-1, 1)).reshape(-1)
     if label_smoothing:

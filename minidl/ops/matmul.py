@@ -48,10 +48,43 @@ def matmul(a, b):
     return out
 
 
+class Linear(Function):
+    """y = x @ W^T + b, x (..., in), W (out, in), b (out,) or absent;
+    dL/dx = G @ W,  dL/dW = G^T @ x and dL/db = sum of G, both over every row of x.
+
+    The same math as ``matmul(x, weight.T) + bias``, as one op instead of three
+    (transpose, matmul, add): a Linear layer runs twice per step in every model, and
+    in a small one each op's Python overhead costs as much as its matmul. W^T and G^T
+    are transposed views; the matmul kernel reads them in place.
+    """
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        be = ctx.backend
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        y = be.matmul(x, be.transpose(weight, (1, 0)))
+        return y if bias is None else be.add(y, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_arrays
+        be = ctx.backend
+        g2 = be.reshape(grad, (-1, grad.shape[-1]))                   # every row of the batch: (rows, out)
+        dx = be.matmul(grad, weight) if ctx.needs_input_grad[0] else None
+        dw = None
+        if ctx.needs_input_grad[1]:
+            dw = be.matmul(be.transpose(g2, (1, 0)), be.reshape(x, (-1, x.shape[-1])))
+        if not ctx.has_bias:
+            return dx, dw
+        return dx, dw, be.sum(g2, axis=0) if ctx.needs_input_grad[2] else None
+
+
 def linear(x, weight, bias=None):
     """y = x @ W^T + b, PyTorch's layout: weight is (out_features, in_features)."""
     if not isinstance(x, Tensor) or x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input {getattr(x, 'shape', x)} does not fit weight {weight.shape}: "
                          f"the input's last dim must be in_features={weight.shape[-1]}")
-    y = matmul(x, weight.T)
-    return y if bias is None else y + bias
+    if weight.ndim != 2 or (bias is not None and bias.shape != weight.shape[:1]) or x.dtype != weight.dtype:
+        y = matmul(x, weight.T)  # the general path and its errors (a 1-D weight, mixed dtypes, ...)
+        return y if bias is None else y + bias
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)

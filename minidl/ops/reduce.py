@@ -49,6 +49,19 @@ class Sum(Function):
         return be.broadcast_to(_keep(be, grad, ctx.axes, ctx.keepdims), ctx.shape)
 
 
+class Mean(Function):
+    """y = (sum of x over axes) / n, n the number of values averaged;  dy/dx = 1/n for each of them."""
+    @staticmethod
+    def forward(ctx, x, axes, keepdims, count):
+        ctx.axes, ctx.keepdims, ctx.shape, ctx.count = axes, keepdims, x.shape, count
+        return ctx.backend.div(ctx.backend.sum(x, axis=axes, keepdims=keepdims), count)
+
+    @staticmethod
+    def backward(ctx, grad):
+        be = ctx.backend
+        return be.broadcast_to(be.div(_keep(be, grad, ctx.axes, ctx.keepdims), ctx.count), ctx.shape)
+
+
 class Extreme(Function):
     """y = max (or min) of x over axes;  the gradient goes to the elements equal to y,
     split evenly on ties (PyTorch's amax/amin rule)."""
@@ -82,7 +95,7 @@ def mean(x, dim=None, keepdim=False):
     count = 1
     for a in axes:
         count *= x.shape[a]
-    return Sum.apply(x, axes=axes, keepdims=keepdim) / count
+    return Mean.apply(x, axes=axes, keepdims=keepdim, count=count)
 
 
 def var(x, dim=None, keepdim=False, correction=1):

@@ -1,0 +1,71 @@
+// csrc/cpu/elementwise.cpp — the backward of ReLU, float32 and float64.
+//
+// What:   dx[i] = g[i] if y[i] > 0 else 0       (y = relu(x), saved by the forward)
+// FLOPs:  none (one compare and one select per element).
+// Bytes:  sizeof(T) * n * (2 reads + 1 write).
+// Threads: OpenMP, one contiguous piece per thread, for n >= 64K.
+// Reference: `relu_backward` in minidl/backend/numpy_ref.py
+// Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k relu
+// Bench:  .venv/bin/python -m benchmarks.bench_ops
+//
+// Why a kernel for one line of numpy: `np.where(y > 0, g, 0)` makes a bool temporary,
+// then a select that numpy does not vectorise as well; it was the most expensive
+// "kernel" of the small CNN's training step (7 ns per element).  This loop is one pass
+// that GCC turns into vector compares and blends.
+//
+// Other elementwise ops stay numpy's: its ufuncs are already one vectorised pass (binary
+// ops with broadcasting included), and for the small arrays of the chapter-1 models a
+// pybind11 call costs as much as a ufunc.  No fused bias + activation kernel either: the
+// chapter-1 models put no bias before an activation (the tabular model's Linear layers
+// have bias=False and feed ReLU -> BatchNorm; the CNN's convolutions have no bias and
+// feed BatchNorm -> ReLU), so it would run nowhere.  The one bias they have, the last
+// Linear's, is added inside the Linear op (minidl/ops/matmul.py) with one numpy add.
+#include "kernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
+#define MINIDL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MINIDL_CLONES
+#endif
+#define MINIDL_RESTRICT __restrict__
+
+namespace minidl {
+namespace {
+
+using index_t = std::int64_t;
+
+// One contiguous piece.  Written as a select, not `g * (y > 0)`: a NaN or inf gradient
+// where y <= 0 must give 0, not NaN.  GCC compiles the select to a vector compare and a
+// mask (no branch: with half the signs random, a branch mispredicts on every other value).
+template <typename T>
+inline void relu_backward_piece(const T* MINIDL_RESTRICT g, const T* MINIDL_RESTRICT y, T* MINIDL_RESTRICT dx,
+                                index_t n) {
+    for (index_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? g[i] : T(0);
+}
+MINIDL_CLONES void relu_backward_f32(const float* g, const float* y, float* dx, index_t n) {
+    relu_backward_piece(g, y, dx, n);
+}
+MINIDL_CLONES void relu_backward_f64(const double* g, const double* y, double* dx, index_t n) {
+    relu_backward_piece(g, y, dx, n);
+}
+void relu_backward_piece_best(const float* g, const float* y, float* dx, index_t n) { relu_backward_f32(g, y, dx, n); }
+void relu_backward_piece_best(const double* g, const double* y, double* dx, index_t n) {
+    relu_backward_f64(g, y, dx, n);
+}
+
+template <typename T>
+void relu_backward_impl(const T* g, const T* y, T* dx, index_t n) {
+    const int threads = n >= (1 << 16) ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int t = 0; t < threads; ++t) {
+        const index_t i0 = n * t / threads, i1 = n * (t + 1) / threads;
+        relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0);
+    }
+}
+
+}  // namespace
+
+void relu_backward(const float* g, const float* y, float* dx, std::int64_t n) { relu_backward_impl(g, y, dx, n); }
+void relu_backward(const double* g, const double* y, double* dx, std::int64_t n) { relu_backward_impl(g, y, dx, n); }
+
+}  // namespace minidl
