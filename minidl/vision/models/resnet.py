@@ -109,9 +109,10 @@ class ResNet(nn.Module):
 
 
 def _resnet(arch, layers, pretrained, num_classes):
+    state = load_weights(URLS[arch], arch) if pretrained else None  # first: offline fails before any work
     model = ResNet(layers, num_classes=num_classes if not pretrained else 1000)
     if pretrained:
-        model.load_state_dict(load_weights(URLS[arch], arch))
+        model.load_state_dict(state)
         if num_classes != 1000:  # a new classifier for another task, on the pretrained features
             model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
