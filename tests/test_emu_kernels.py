@@ -200,6 +200,7 @@ def conv_cases(draw):
 FIXED_CONV_CASES = [  # the layers a CNN has: 3x3 same-padding, strided, 1x1 and depthwise
     ((2, 3, 7, 6), (4, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ((1, 5, 6, 6), (5, 3, 3), (2, 2), (1, 1), (1, 1), 5),
+    ((2, 3, 8, 7), (3, 3, 2), (1, 2), (2, 0), (2, 1), 3),  # depthwise, dilated, uneven strides
     ((3, 2, 5, 5), (2, 1, 1), (1, 1), (0, 0), (1, 1), 1),
 ]
 
@@ -219,7 +220,7 @@ def check_conv(be, case):
           rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("case", FIXED_CONV_CASES, ids=["3x3", "depthwise", "1x1"])
+@pytest.mark.parametrize("case", FIXED_CONV_CASES, ids=["3x3", "depthwise", "depthwise-dilated", "1x1"])
 def test_conv2d_layers(be, case):
     check_conv(be, case)
 

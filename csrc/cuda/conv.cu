@@ -16,11 +16,19 @@
 //          and no atomics are needed (the result is deterministic).
 // depthwise_conv2d  groups == C == O: out[n, c, y, x] = sum_ij w[c, 0, i, j] * x[n, c, ...],
 //          one thread per output element; no im2col (which would be C tiny matmuls).
-// Launch: 1-D, 256 threads, grid-stride loops over the elements named above.
+// depthwise_conv2d_backward_data    dx[n, c, h, w] = sum of w[c, i, j] * grad[n, c, y, x] over
+//          the outputs (y, x) whose window covers (h, w) at offset (i, j): gathered as in col2im.
+// depthwise_conv2d_backward_weight  dw[c, i, j] = sum over n, y, x of grad[n, c, y, x] *
+//          x[n, c, y*sh + i*dh - ph, x*sw + j*dw - pw]: one block per weight element, which
+//          folds its N*OH*OW products with block_reduce.cuh's tree (grid = C*kh*kw,
+//          blockDim.x a power of two in [32, 1024], blockDim.x floats of dynamic shared memory).
+// Launch: the others are 1-D, 256 threads, grid-stride loops over the elements named above.
 // Cost: im2col/col2im move 4*N*C*kh*kw*OH*OW bytes each way; depthwise is
 //       2*N*C*OH*OW*kh*kw FLOPs. The matmuls: 2*N*O*OH*OW*C*kh*kw FLOPs each.
 // Test: pytest tests/test_emu_kernels.py -k "test_conv2d"  (test_conv2d, test_conv2d_layers (depthwise)), on "emu"
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
+
+#include "block_reduce.cuh"
 
 struct ConvShape {
     int N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
@@ -91,4 +99,45 @@ extern "C" __global__ void depthwise_conv2d(const float* __restrict__ x, const f
         }
         out[e] = acc;
     }
+}
+
+extern "C" __global__ void depthwise_conv2d_backward_data(const float* __restrict__ grad, const float* __restrict__ wt,
+                                                          float* __restrict__ dx, const int* __restrict__ dims) {
+    ConvShape s = conv_shape(dims);
+    long long total = (long long)s.N * s.C * s.H * s.W;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
+        int w = e % s.W, h = e / s.W % s.H;
+        long long nc = e / ((long long)s.H * s.W);
+        const float* gc = grad + nc * s.OH * s.OW;
+        const float* wc = wt + (long long)(nc % s.C) * s.kh * s.kw;
+        float acc = 0.0f;
+        for (int i = 0; i < s.kh; ++i) {
+            int ty = h + s.ph - i * s.dh;  // = oy * sh when offset i of output row oy covers h
+            if (ty < 0 || ty % s.sh || ty / s.sh >= s.OH) continue;
+            for (int j = 0; j < s.kw; ++j) {
+                int tx = w + s.pw - j * s.dw;
+                if (tx < 0 || tx % s.sw || tx / s.sw >= s.OW) continue;
+                acc += wc[i * s.kw + j] * gc[(ty / s.sh) * s.OW + tx / s.sw];
+            }
+        }
+        dx[e] = acc;
+    }
+}
+
+extern "C" __global__ void depthwise_conv2d_backward_weight(const float* __restrict__ grad, const float* __restrict__ x,
+                                                            float* __restrict__ dwt, const int* __restrict__ dims) {
+    extern __shared__ float shared[];
+    ConvShape s = conv_shape(dims);
+    int j = blockIdx.x % s.kw, i = blockIdx.x / s.kw % s.kh, c = blockIdx.x / (s.kw * s.kh);
+    long long L = (long long)s.OH * s.OW;
+    float acc = 0.0f;
+    for (long long k = threadIdx.x; k < s.N * L; k += blockDim.x) {  // k runs over (n, y, x)
+        long long n = k / L;
+        int oy = k % L / s.OW, ox = k % s.OW;
+        int h = oy * s.sh + i * s.dh - s.ph, w = ox * s.sw + j * s.dw - s.pw;
+        if (h >= 0 && h < s.H && w >= 0 && w < s.W)
+            acc += grad[(n * s.C + c) * L + k % L] * x[((n * s.C + c) * s.H + h) * s.W + w];
+    }
+    float total = block_reduce(REDUCE_SUM, acc, shared);
+    if (threadIdx.x == 0) dwt[blockIdx.x] = total;
 }

@@ -319,6 +319,11 @@ class CudaKernels:
         w = self.contiguous(w)
         dims = self.conv_dims(x_shape, w.shape[2:], stride, padding, dilation)
         N, C, L = dims[0], dims[1], dims[12] * dims[13]
+        if groups == C and w.shape[0] == C:  # depthwise: a direct gather, no C tiny matmuls
+            dx = self.xp.empty(tuple(x_shape), F32)
+            self.launch_1d("conv", "depthwise_conv2d_backward_data", dx.size,
+                           (self.contiguous(grad), w, dx, self._dims_array(dims)))
+            return dx
         G, Og = groups, w.shape[0] // groups
         CgKK = C // G * dims[4] * dims[5]
         grad_g = self.contiguous(grad.reshape(N, G, Og, L).transpose(1, 0, 2, 3))   # (G, N, Og, L)
@@ -338,6 +343,11 @@ class CudaKernels:
         x = self.contiguous(x)
         dims = self.conv_dims(x.shape, w_shape[2:], stride, padding, dilation)
         N, C, L = dims[0], dims[1], dims[12] * dims[13]
+        if groups == C and w_shape[0] == C:  # depthwise: one block per weight element
+            dw = self.xp.empty(tuple(w_shape), F32)
+            self.launch_rows("conv", "depthwise_conv2d_backward_weight", dw.size, N * L,
+                             (self.contiguous(grad), x, dw, self._dims_array(dims)))
+            return dw
         G, Og = groups, w_shape[0] // groups
         CgKK = C // G * dims[4] * dims[5]
         cols = self.im2col(x, dims).reshape(N, G, CgKK, L)
