@@ -13,7 +13,9 @@ from hypothesis import given, settings, strategies as st
 from minidl.backend import get_backend, numpy_ref
 from minidl.backend.cuda import gpu_count
 
-pytestmark = pytest.mark.timeout(120)  # a deadlocked kernel fails the test instead of stalling CI
+# A hung kernel fails the run instead of stalling CI. method="thread": a kernel runs in C with
+# the GIL released, where the default SIGALRM timeout could not interrupt it.
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 DEVICES = ["emu", pytest.param("cuda", marks=pytest.mark.skipif(
     gpu_count() == 0, reason="no CUDA device visible (tier 3 runs on a machine with a GPU; 'emu' covers these here)"))]

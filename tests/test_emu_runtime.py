@@ -13,7 +13,9 @@ import pytest
 
 from minidl.backend.emu import EmuError, EmuModule
 
-pytestmark = pytest.mark.timeout(120)
+# A hung kernel fails the run instead of stalling CI. method="thread": a kernel runs in C with
+# the GIL released, where the default SIGALRM timeout could not interrupt it.
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 SOURCE = r'''
 // Test kernels for the emulator.
@@ -215,3 +217,13 @@ def test_thread_sanitizer_finds_a_missing_syncthreads(tmp_path):
     assert "ran reverse_racy" in racy.stdout, racy.stderr[-3000:]
     assert "WARNING: ThreadSanitizer: data race" in racy.stderr
     assert "racy.cu:13" in racy.stderr or "racy.cu:14" in racy.stderr  # it points at the kernel's lines
+
+
+def test_without_gxx_the_error_says_so(tmp_path, monkeypatch):
+    from minidl.backend import emu
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ on this PATH
+    monkeypatch.setenv("MINIDL_CACHE", str(tmp_path))  # and nothing cached
+    source = tmp_path / "k.cu"
+    source.write_text('extern "C" __global__ void k(float* x) { x[0] = 1.0f; }\n')
+    with pytest.raises(RuntimeError, match="apt install g\\+\\+"):
+        emu.compile_module(source)

@@ -87,8 +87,12 @@ def compile_module(path):
         source = Path(tmp) / f"{path.stem}.cpp"
         source.write_text(cpp)
         partial = Path(tmp) / library.name
-        result = subprocess.run(["g++", *flags, f"-I{CUDA_DIR}", str(source), "-o", str(partial)],
-                                capture_output=True, text=True)
+        try:
+            result = subprocess.run(["g++", *flags, f"-I{CUDA_DIR}", str(source), "-o", str(partial)],
+                                    capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RuntimeError("the 'emu' device compiles the CUDA kernels with g++ (C++20, GCC 11 or newer), "
+                               "which is not installed (apt install g++)") from None
         if result.returncode != 0:
             raise RuntimeError(f"emu: g++ could not compile {path.name} against {EMU_HEADER.name}:\n{result.stderr}")
         os.replace(partial, library)
