@@ -1,6 +1,6 @@
 """Run every benchmark once and write benchmarks/RESULTS.md (issue 4's tables and targets).
 
-    .venv/bin/python -m benchmarks                 # all of them, about 2 minutes on a quiet machine
+    .venv/bin/python -m benchmarks                 # all of them, about 3 minutes on a quiet machine
     .venv/bin/python -m benchmarks --out /tmp/RESULTS.md
 
 Each benchmark runs as its own subprocess (its usual command line, shown in RESULTS.md);
@@ -127,7 +127,7 @@ def main():
         verdicts[-1] += f": {'met' if ok else 'NOT met'} (min minidl/numpy {worst[4]})"
 
     # ---- conv2d
-    out, cmd, dt = run("bench_conv")
+    out, cmd, dt = run("bench_conv", "--batch", "32")
     lines = out.splitlines()
     names = ["layer", "minidl ms", "GFLOP/s", "torch ms", "torch/minidl"]
     _, rows = parse_table(lines, names)
@@ -141,8 +141,23 @@ def main():
            + ("Met** on every shape." if not bad else
               f"Not met** on {len(bad)} of {len(rows)} shapes: "
               + ", ".join(f"{r[0]} ({r[5]}x)" for r in bad) + ".")
-           + " (Batch 8 here to keep the run short; the issue quotes batch 32.)", ""]
+           + " (Batch 32, as the issue quotes.)", ""]
     verdicts.append(f"conv2d: {'met' if not bad else f'NOT met on {len(bad)}/{len(rows)} shapes'}")
+
+    # ---- the hot small ops
+    out, cmd, dt = run("bench_ops", "--threads", "1")  # one thread: fair to both sides on a shared machine
+    lines = out.splitlines()
+    names = ["kernel and shape", "minidl us", "numpy us", "torch us", "numpy/minidl", "torch/minidl"]
+    _, rows = parse_table(lines, names)
+    slower = [r for r in rows if fnum(r[4]) < 1]
+    md += ["## The hot small ops of the training steps", "", f"`{cmd}). {lines[0]}.", "",
+           markdown(["kernel and shape", "minidl us", "numpy us", "torch us", "numpy / minidl", "torch / minidl"],
+                    rows), "",
+           "The cpu backend uses these C++ kernels in place of numpy_ref's (no target in the issue beyond "
+           "\"where numpy is slow\"). "
+           + ("Each is faster than the numpy reference in this run." if not slower else
+              "Slower than the numpy reference in this run: " + ", ".join(f"{r[0]} ({r[4]}x)" for r in slower)
+              + " (a few microseconds either way: per-call overhead, or noise)."), ""]
 
     # ---- fused optimizer updates
     out, cmd, dt = run("bench_optim")

@@ -1,0 +1,106 @@
+"""The hot small ops of the chapter-1 training steps: minidl's C++ kernels vs numpy_ref vs torch.
+
+    .venv/bin/python -m benchmarks.bench_ops                  # 2 threads
+    .venv/bin/python -m benchmarks.bench_ops --threads 1 --repeat 50
+
+Each row times one kernel call (median of --repeat, after one warm-up) on a shape that one
+of the chapter-1 models produces: the tabular model's (64 | 1024, 200) activations, the
+small CNN's (32, 16, 32, 32) feature map, a classifier's logits. "numpy" is the reference
+kernel of the same name in minidl/backend/numpy_ref.py; "torch" is the closest aten call
+(torch.threshold_backward, softmax, cross_entropy with reduction="none" + its gradient,
+batch_norm's training forward / backward through autograd). The cpu backend uses a C++
+kernel only where it beats numpy (see KERNELS in minidl/backend/cpu.py): the numpy / minidl
+column says by how much.
+"""
+import argparse
+
+import numpy as np
+
+from .common import limit_threads, median_time
+
+
+def cases(rng):
+    """(label, minidl call, numpy call, torch call or None) for every row of the table."""
+    from minidl.backend import cpu, numpy_ref as ref
+    out = []
+    for shape in [(64, 200), (1024, 200), (32, 16, 32, 32)]:
+        y = np.maximum(rng.standard_normal(shape, dtype=np.float32), 0)
+        g = rng.standard_normal(shape, dtype=np.float32)
+        out.append((f"relu_backward {shape}", lambda g=g, y=y: cpu.relu_backward(g, y),
+                    lambda g=g, y=y: ref.relu_backward(g, y), ("relu_backward", g, y)))
+    for shape in [(64, 200), (1024, 200), (1024, 3), (32, 16, 32, 32)]:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        C = shape[1]
+        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+        _, mean, _, invstd = ref.batch_norm(x, w, b, 1e-5)
+        out.append((f"batch_norm {shape}", lambda x=x, w=w, b=b: cpu.batch_norm(x, w, b, 1e-5),
+                    lambda x=x, w=w, b=b: ref.batch_norm(x, w, b, 1e-5), ("batch_norm", x)))
+        out.append((f"batch_norm_backward {shape}", lambda x=x, w=w, m=mean, i=invstd: cpu.batch_norm_backward(x, x, w, m, i),
+                    lambda x=x, w=w, m=mean, i=invstd: ref.batch_norm_backward(x, x, w, m, i),
+                    ("batch_norm_backward", x)))
+    for shape in [(64, 2), (1024, 2), (32, 10), (256, 1000)]:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        t = rng.integers(0, shape[1], shape[0])
+        out.append((f"log_softmax {shape}", lambda x=x: cpu.log_softmax(x, -1), lambda x=x: ref.log_softmax(x, -1),
+                    ("log_softmax", x)))
+        out.append((f"softmax {shape}", lambda x=x: cpu.softmax(x, -1), lambda x=x: ref.softmax(x, -1),
+                    ("softmax", x)))
+        out.append((f"cross_entropy {shape}", lambda x=x, t=t: cpu.cross_entropy(x, t),
+                    lambda x=x, t=t: ref.cross_entropy(x, t), ("cross_entropy", x, t)))
+    return out
+
+
+def torch_call(torch, spec):
+    """A torch function doing what the minidl kernel does (its forward, or its backward alone)."""
+    F = torch.nn.functional
+    kind, *arrays = spec
+    ts = [torch.from_numpy(a) for a in arrays]
+    if kind == "relu_backward":
+        g, y = ts
+        return lambda: torch.ops.aten.threshold_backward(g, y, 0)
+    if kind == "softmax":
+        return lambda: torch.softmax(ts[0], -1)
+    if kind == "log_softmax":
+        return lambda: torch.log_softmax(ts[0], -1)
+    if kind == "cross_entropy":  # the loss per row and its gradient, as minidl's kernel gives both
+        x, t = ts
+
+        def ce():
+            xg = x.detach().requires_grad_()
+            loss = F.cross_entropy(xg, t, reduction="none")
+            loss.backward(torch.ones_like(loss))
+            return loss, xg.grad
+        return ce
+    x = ts[0]
+    C = x.shape[1]
+    w, b = torch.ones(C, requires_grad=True), torch.zeros(C, requires_grad=True)
+    if kind == "batch_norm":
+        return lambda: F.batch_norm(x, None, None, w, b, training=True)
+    xg = x.detach().requires_grad_()
+    y = F.batch_norm(xg, None, None, w, b, training=True)
+    return lambda: torch.autograd.grad(y, (xg, w, b), x, retain_graph=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    torch = limit_threads(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"hot ops of the chapter-1 steps, float32, {args.threads} thread(s), us per call (median of {args.repeat})")
+    print()
+    print(f"{'kernel and shape':<36}{'minidl us':>11}{'numpy us':>10}{'torch us':>10}{'numpy/minidl':>14}"
+          f"{'torch/minidl':>14}")
+    for label, mine, ref, spec in cases(rng):
+        t_mine = median_time(mine, args.repeat) * 1e6
+        t_ref = median_time(ref, args.repeat) * 1e6
+        t_torch = median_time(torch_call(torch, spec), args.repeat) * 1e6 if torch else float("nan")
+        print(f"{label:<36}{t_mine:>11.1f}{t_ref:>10.1f}{t_torch:>10.1f}{t_ref / t_mine:>14.2f}"
+              f"{t_torch / t_mine:>14.2f}")
+    print()
+    print("(numpy/minidl > 1: the C++ kernel is faster than the numpy reference; torch/minidl > 1: faster than torch)")
+
+
+if __name__ == "__main__":
+    main()
