@@ -68,64 +68,66 @@ def bench_matmul(cupy, be, torch, sizes, repeat):
     return rows
 
 
-def bench_ops(cupy, be, torch, repeat):
-    rows = []
-    x = cupy.random.standard_normal((64, 64, 56, 56), dtype=np.float32)
-    w = cupy.random.standard_normal((64, 64, 3, 3), dtype=np.float32)
-    cases = [("conv2d 64x64x56x56, 3x3x64", 2 * 64 * 64 * 56 * 56 * 64 * 9,
+def bench_ops(cupy, be, torch, repeat, batch=64, channels=64, side=56, rows=4096, cols=1000):
+    """conv2d 3x3 (im2col + matmul_tiled) vs torch (cuDNN); softmax and a row sum vs torch."""
+    x = cupy.random.standard_normal((batch, channels, side, side), dtype=np.float32)
+    w = cupy.random.standard_normal((channels, channels, 3, 3), dtype=np.float32)
+    s = cupy.random.standard_normal((rows, cols), dtype=np.float32)
+    cases = [(f"conv2d {batch}x{channels}x{side}x{side}, 3x3", 2 * batch * channels * side * side * channels * 9,
               lambda: be.conv2d(x, w, (1, 1), (1, 1), (1, 1), 1),
-              (lambda tx, tw: lambda: torch.nn.functional.conv2d(tx, tw, padding=1), (x, w))),
-             ("softmax 4096x1000", None, lambda: be.softmax(s, 1),
-              (lambda ts: lambda: torch.softmax(ts, 1), None)),
-             ("sum over rows 4096x1000", None, lambda: be.sum(s, axis=1),
-              (lambda ts: lambda: ts.sum(1), None))]
-    s = cupy.random.standard_normal((4096, 1000), dtype=np.float32)
-    for name, flops, fn, (make_torch, args) in cases:
+              lambda tx, tw, ts: lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
+             (f"softmax {rows}x{cols}", None, lambda: be.softmax(s, 1),
+              lambda tx, tw, ts: lambda: torch.softmax(ts, 1)),
+             (f"row sums {rows}x{cols}", None, lambda: be.sum(s, axis=1),
+              lambda tx, tw, ts: lambda: ts.sum(1))]
+    results = []
+    for name, flops, fn, make_torch in cases:
         row = {"op": name, "minidl_ms": gpu_time(cupy, fn, repeat) * 1e3}
         if flops:
             row["minidl_gflops"] = flops / row["minidl_ms"] / 1e6
         if torch is not None:
-            targs = [torch.as_tensor(a, device="cuda") for a in (args or (s,))]
-            row["torch_ms"] = gpu_time(cupy, make_torch(*targs), repeat) * 1e3
-        rows.append(row)
-    return rows
+            torch_fn = make_torch(*(torch.as_tensor(a, device="cuda") for a in (x, w, s)))
+            row["torch_ms"] = gpu_time(cupy, torch_fn, repeat) * 1e3
+        results.append(row)
+    return results
 
 
-def bench_train_step(cupy, torch, repeat):
+def small_cnn(nn, channels=(32, 64), classes=10):
+    """The benchmarked model, built from minidl.nn or torch.nn (the same layer names)."""
+    c1, c2 = channels
+    return nn.Sequential(nn.Conv2d(3, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(c2, classes))
+
+
+def bench_train_step(cupy, torch, repeat, device="cuda", batch=64, side=64, channels=(32, 64)):
+    """One SGD step (forward, cross-entropy, backward, update) of small_cnn on minidl's device vs torch."""
     import minidl
     from minidl import nn
 
-    def model():
-        return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                             nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(64, 10))
-
-    x_host = np.random.default_rng(0).standard_normal((64, 3, 64, 64)).astype(np.float32)
-    y_host = np.random.default_rng(1).integers(0, 10, 64)
-    m = model().to("cuda")
-    opt = minidl.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    x, y = minidl.tensor(x_host, device="cuda"), minidl.tensor(y_host, device="cuda")
+    x_host = np.random.default_rng(0).standard_normal((batch, 3, side, side)).astype(np.float32)
+    y_host = np.random.default_rng(1).integers(0, 10, batch)
+    model = small_cnn(nn, channels).to(device)
+    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = minidl.tensor(x_host, device=device), minidl.tensor(y_host, device=device)
 
     def step():
-        loss = nn.functional.cross_entropy(m(x), y)
+        loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     row = {"minidl_ms": gpu_time(cupy, step, repeat) * 1e3}
     if torch is not None:
-        tm = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32),
-                                 torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(32, 64, 3, padding=1),
-                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                 torch.nn.Linear(64, 10)).cuda()
-        topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
+        torch_model = small_cnn(torch.nn, channels).cuda()
+        torch_opt = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9)
         tx, ty = torch.as_tensor(x_host, device="cuda"), torch.as_tensor(y_host, device="cuda")
 
         def torch_step():
-            loss = torch.nn.functional.cross_entropy(tm(tx), ty)
-            topt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(torch_model(tx), ty)
+            torch_opt.zero_grad()
             loss.backward()
-            topt.step()
+            torch_opt.step()
 
         row["torch_ms"] = gpu_time(cupy, torch_step, repeat) * 1e3
     return row
@@ -148,8 +150,13 @@ def main(argv=None):
                "ops": bench_ops(cupy, be, torch, args.repeat), "train_step": bench_train_step(cupy, torch, args.repeat)}
     if args.json:
         print(json.dumps(results))
-        return 0
-    print(f"GPU: {device}   (torch on the GPU: {'yes' if torch else 'no'})\n")
+    else:
+        print_tables(results, torch is not None)
+    return 0
+
+
+def print_tables(results, with_torch):
+    print(f"GPU: {results['device']}   (torch on the GPU: {'yes' if with_torch else 'no'})\n")
     print(f"{'n':>6} {'naive GF/s':>11} {'tiled GF/s':>11} {'cuBLAS GF/s':>12} {'torch GF/s':>11} {'tiled/cuBLAS':>13}")
     for r in results["matmul"]:
         print(f"{r['n']:>6} {r['naive']:>11.0f} {r['tiled']:>11.0f} {r['cublas']:>12.0f} "
@@ -160,8 +167,6 @@ def main(argv=None):
     t = results["train_step"]
     print(f"\ntraining step (small CNN, batch 64, 64x64): minidl {t['minidl_ms']:.2f} ms   "
           f"torch {t.get('torch_ms', float('nan')):.2f} ms")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
