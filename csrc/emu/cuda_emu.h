@@ -163,7 +163,6 @@ T shuffle(unsigned mask, T value, int source_lane, int site) {
     T result;
     std::memcpy(&result, &warp.slot[source_lane], sizeof(T));
     warp.barrier.wait(site, "warp shuffle");
-    (void)lane;
     return result;
 }
 
