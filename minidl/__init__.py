@@ -16,7 +16,8 @@ from .ops.shape import cat, chunk, flatten, gather, permute, reshape, split, squ
 from .random import manual_seed, rand, randint, randn, randperm, set_seed  # noqa: F401
 from .tensor import (Tensor, arange, bool_, eye, float32, float64, from_numpy, full, get_default_dtype,  # noqa: F401
                      int64, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
-from . import data, io, learn, optim, testing  # noqa: F401
+from . import data, io, learn, optim, testing, viz  # noqa: F401
+from .profiler import profile  # noqa: F401
 
 try:
     from . import _C  # the C++ kernels (csrc/cpu); optional with MINIDL_KERNELS=numpy
