@@ -253,8 +253,19 @@ def test_pooling_matches_reference(c, dtype, seed, layout, ties):
     ((4, 16, 20, 20), (24, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # crosses the parallel thresholds
     ((2, 32, 15, 17), (32, 1, 3, 3), (2, 2), (1, 1), (1, 1), 32),   # depthwise, strided
     ((2, 12, 11, 9), (12, 4, 3, 3), (1, 2), (2, 1), (2, 1), 3),     # grouped, dilated
+    ((5, 3, 32, 33), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),      # one small GEMM per image: images to threads
 ])
-def test_conv2d_larger_shapes(shape):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_larger_shapes(shape, threads):
+    before = cpu.get_num_threads()
+    cpu.set_num_threads(threads)
+    try:
+        check_conv_larger_shape(shape)
+    finally:
+        cpu.set_num_threads(before)
+
+
+def check_conv_larger_shape(shape):
     x_shape, w_shape, *args = shape
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)

@@ -397,6 +397,13 @@ inline bool per_image(const ConvShape& s) { return s.G == 1 && s.N > 1 && s.OH *
 
 inline ConvShape one_image(ConvShape s) { s.N = 1; return s; }
 
+// Whether to hand whole images to the threads: when one image's GEMM is too small for
+// minidl::matmul to split (below its 4 MFLOP threshold, e.g. the first layer of a small
+// CNN: 16 x 27 x 1024), going image after image would leave every thread but one idle.
+inline bool threads_over_images(const ConvShape& s, index_t M, index_t N, index_t K) {
+    return s.N > 1 && num_threads() > 1 && 2.0 * M * N * K < 4e6;
+}
+
 // A 1x1 kernel with stride 1 and no padding: an image (C, H*W) already is its column
 // matrix; skip im2col.
 inline bool pointwise(const ConvShape& s) {
@@ -409,8 +416,9 @@ void conv2d_forward_impl(const T* x, const T* wt, T* out, const ConvShape& s) {
     const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, NL = s.N * L;
     if (s.G == 1 && (s.N == 1 || per_image(s))) {
         const ConvShape s1 = one_image(s);
-        T* cols = pointwise(s) ? nullptr : workspace<T>(0, CKK * L);
+#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_images(s, s.O, L, CKK))
         for (index_t n = 0; n < s.N; ++n) {
+            T* cols = pointwise(s) ? nullptr : workspace<T>(0, CKK * L);  // one per thread
             const T* xn = x + n * s.C * s.H * s.W;
             if (cols) im2col_rows(xn, cols, s1, 0);
             matmul(wt, cols ? cols : xn, out + n * s.O * L, 1, s.O, L, CKK);
@@ -469,8 +477,9 @@ void conv2d_backward_data_impl(const T* grad, const T* wt, T* dx, const ConvShap
         // Per image, grad[n] (O, L) is the GEMM's right operand as it stands (no gather).
         const ConvShape s1 = one_image(s);
         transpose(wt, wT.data(), s.O, CKK, CKK, s.O);
-        T* cols = workspace<T>(0, CKK * L);
+#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_images(s, CKK, L, s.O))
         for (index_t n = 0; n < s.N; ++n) {
+            T* cols = workspace<T>(0, CKK * L);  // one per thread
             matmul(wT.data(), grad + n * s.O * L, cols, 1, CKK, L, s.O);
             col2im(cols, dx + n * s.C * s.H * s.W, s1, 0);
         }
