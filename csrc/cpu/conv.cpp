@@ -46,6 +46,7 @@
 //   depthwise 3x3 s1         5.3     3.2     2.0    1.6              dw 1.8 (torch 0.6)
 // The rest is minidl::matmul at ~100-120 GFLOP/s on these shapes against ~200+ for
 // torch's (oneDNN) convolutions: e.g. layer1's forward GEMM (64 x 576 x 3136 per image).
+// Batch 32 (the shapes): see benchmarks/RESULTS.md (layer1-4 3x3: 1.5-2.1x torch).
 #include "kernels.h"
 
 #define MINIDL_RESTRICT __restrict__
