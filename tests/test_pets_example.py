@@ -31,11 +31,11 @@ def test_offline_it_trains_on_a_labelled_synthetic_stand_in_and_writes_its_pictu
     assert "epoch       train_loss  valid_loss  error_rate" in captured.out
     assert f"error rate: {error:.4f}" in lines and lines[-2] == "test photos: 6"
     assert lines[-1] == f"test error_rate: {test_error:.4f}"
-    # 32 px and 4 steps are for speed, not accuracy (tests/test_vision_learner.py checks learning); still, the
-    # printed error rate is the validation set's, as its confusion matrix counts it
+    # the printed error rate is the validation set's, as its confusion matrix counts it
     matrix = [[int(v) for v in line.strip(" []").split()] for line in lines[-6:-4]]
     assert sum(map(sum, matrix)) == 4 and error == pytest.approx((matrix[0][1] + matrix[1][0]) / 4)
-    assert 0 <= test_error <= 1
+    # orange horizontal stripes vs blue vertical ones: the pretrained features tell them apart within 4 steps
+    assert error <= 0.25 and test_error <= 0.2       # at most 1 of the 6 test images wrong
     for png in ("batch", "confusion_matrix", "top_losses", "first_layer_filters", "feature_maps"):
         assert Image.open(out / f"{png}.png").size[0] > 100
 

@@ -10,7 +10,7 @@ from PIL import Image
 import minidl
 from minidl import nn
 from minidl.learn import error_rate
-from minidl.vision import (ClassificationInterpretation, ImageDataLoaders, Normalize, Resize, create_head,
+from minidl.vision import (BnFreeze, ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Normalize, Resize, create_head,
                            feature_maps, get_image_files, imagenet_stats, models, plot_feature_maps,
                            plot_first_layer_filters, vision_learner)
 
@@ -20,7 +20,8 @@ class TinyNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        # momentum 0.01 as EfficientNet's (TensorFlow's); vision_learner sets 0.1 for fine-tuning
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8, momentum=0.01)
         self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
 
     def body(self):
@@ -96,9 +97,40 @@ def test_vision_learner_groups_freeze_and_unfreeze(tmp_path, tiny):
     assert all(p.requires_grad for p in learn.model.parameters())
     learn.fit(1, lr=1e-2)
     assert not np.array_equal(body.conv2.weight.numpy(), conv_before)
+    assert body.bn1.momentum == 0.1
+    assert vision_learner(dls, tiny, bn_momentum=None).model[0].bn1.momentum == 0.01
     scratch = vision_learner(colour_dls(tmp_path), tiny, pretrained=False)
     assert all(p.requires_grad for p in scratch.model.parameters())      # nothing pretrained: nothing frozen
     assert scratch.dls.train.collate_fn.normalize is None
+
+
+def test_bn_freeze_keeps_a_frozen_bodys_batch_norm_in_eval_mode(tmp_path, tiny):
+    minidl.manual_seed(0)
+    dls = colour_dls(colour_folder(tmp_path))
+
+    def after_one_frozen_epoch(cbs):
+        learn = vision_learner(dls, tiny, pretrained=True, train_bn=False, cbs=cbs)
+        bn = learn.model[0].bn2
+        before = [bn.weight.numpy().copy(), bn.running_mean.numpy().copy()]
+        learn.fit(1, lr=1e-2)
+        return before, [bn.weight.numpy(), bn.running_mean.numpy()], learn.model[1][2].running_mean.numpy()
+    (weight0, mean0), (weight1, mean1), head_mean = after_one_frozen_epoch([BnFreeze()])
+    assert np.array_equal(weight0, weight1) and np.array_equal(mean0, mean1)   # frozen, and its statistics too
+    assert not np.allclose(head_mean, 0)                                      # the head's batch norm trained
+    (_, mean0), (_, mean1), _ = after_one_frozen_epoch([])
+    assert not np.array_equal(mean0, mean1)                                   # without it: train mode, stats move
+
+
+def test_freeze_body_bn_stats_keeps_the_pretrained_statistics_after_unfreeze(tmp_path, tiny):
+    minidl.manual_seed(0)
+    learn = vision_learner(colour_dls(colour_folder(tmp_path)), tiny, train_bn=False, cbs=[FreezeBodyBnStats()])
+    learn.unfreeze()
+    bn, head_bn = learn.model[0].bn1, learn.model[1][2]
+    mean, weight, head_mean = bn.running_mean.numpy().copy(), bn.weight.numpy().copy(), head_bn.running_mean.numpy().copy()
+    learn.fit(1, lr=1e-2)
+    assert np.array_equal(bn.running_mean.numpy(), mean)          # normalised with the pretrained statistics
+    assert not np.array_equal(bn.weight.numpy(), weight)          # its scale still trains
+    assert not np.array_equal(head_bn.running_mean.numpy(), head_mean)   # the head's batch norm is untouched
 
 
 def test_fine_tune_uses_discriminative_rates(tmp_path, tiny):
