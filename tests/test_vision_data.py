@@ -4,7 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+
+pytest.importorskip("PIL", reason="the vision extra (Pillow) is not installed")
+from PIL import Image  # noqa: E402
 
 import minidl
 from minidl.vision import (AffineAugment, ImageDataLoaders, ImageDataset, Lighting, Normalize, RandomResizedCrop,

