@@ -53,9 +53,9 @@ from PIL import Image
 import minidl
 from minidl.data.external import cache_dir
 from minidl.learn import error_rate
-from minidl.vision import (ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Resize, efficientnet_lite0,
-                           get_image_files, plot_feature_maps, plot_first_layer_filters, resnet18, resnet34,
-                           vision_learner)
+from minidl.vision import (ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Resize,
+                           efficientnet_lite0, get_image_files, plot_feature_maps, plot_first_layer_filters,
+                           resnet18, resnet34, vision_learner)
 
 ARCHS = {"efficientnet_lite0": efficientnet_lite0, "resnet18": resnet18, "resnet34": resnet34}
 SUBFOLDERS = ("cats_dogs", "oxford-iiit-pet/images", "images")

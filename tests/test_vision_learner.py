@@ -12,9 +12,9 @@ from PIL import Image  # noqa: E402
 import minidl
 from minidl import nn
 from minidl.learn import error_rate
-from minidl.vision import (BnFreeze, ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Normalize, Resize, create_head,
-                           feature_maps, get_image_files, imagenet_stats, models, plot_feature_maps,
-                           plot_first_layer_filters, vision_learner)
+from minidl.vision import (BnFreeze, ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Normalize,
+                           Resize, create_head, feature_maps, get_image_files, imagenet_stats, models,
+                           plot_feature_maps, plot_first_layer_filters, vision_learner)
 
 
 class TinyNet(nn.Module):
@@ -128,7 +128,8 @@ def test_freeze_body_bn_stats_keeps_the_pretrained_statistics_after_unfreeze(tmp
     learn = vision_learner(colour_dls(colour_folder(tmp_path)), tiny, train_bn=False, cbs=[FreezeBodyBnStats()])
     learn.unfreeze()
     bn, head_bn = learn.model[0].bn1, learn.model[1][2]
-    mean, weight, head_mean = bn.running_mean.numpy().copy(), bn.weight.numpy().copy(), head_bn.running_mean.numpy().copy()
+    mean, weight = bn.running_mean.numpy().copy(), bn.weight.numpy().copy()
+    head_mean = head_bn.running_mean.numpy().copy()
     learn.fit(1, lr=1e-2)
     assert np.array_equal(bn.running_mean.numpy(), mean)          # normalised with the pretrained statistics
     assert not np.array_equal(bn.weight.numpy(), weight)          # its scale still trains
