@@ -12,8 +12,9 @@ The book's code, on minidl:
 Two layouts of photos work: Oxford-IIIT Pet's (``Abyssinian_1.jpg``: a capitalised breed
 is a cat) and the Kaggle one (``cat.12.jpg`` / ``dog.7.jpg``). Data: --data PATH, else
 $MINIDL_DATA, else the cache (~/.minidl/data); in each, the folder itself or its
-``cats_dogs/``, ``oxford-iiit-pet/images/`` or ``images/``. With none of them (offline)
-the example trains on a SYNTHETIC stand-in (orange vs blue striped discs) and says so.
+``cats_dogs/``, ``oxford-iiit-pet/images/`` or ``images/``. With none of them it downloads
+the official Oxford-IIIT Pet archive (~790 MB, md5-checked) into the cache; offline, or
+with --no-download, it trains on a SYNTHETIC stand-in (orange vs blue striped discs) and says so.
 
 Settings (defaults): EfficientNet-Lite0 pretrained on ImageNet, 160 px, batch 32,
 fine_tune(1): one epoch with the body frozen, one with everything. Not the book's 224 px
@@ -51,7 +52,7 @@ import numpy as np
 from PIL import Image
 
 import minidl
-from minidl.data.external import cache_dir
+from minidl.data.external import DataNotFoundError, cache_dir, find_data
 from minidl.learn import error_rate
 from minidl.vision import (ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Resize,
                            efficientnet_lite0, get_image_files, plot_feature_maps, plot_first_layer_filters,
@@ -66,20 +67,38 @@ def is_cat(name):
     return name[0].isupper() or name.startswith("cat.")
 
 
-def find_photos(data=None):
-    """The folder of pet photos: ``data`` only, if given; else $MINIDL_DATA, then the cache. None if absent."""
+def find_photos(data=None, download=False):
+    """The folder of pet photos: ``data`` only, if given; else $MINIDL_DATA, then the cache, then (with
+    ``download=True``) Oxford-IIIT Pet downloaded into the cache. None if absent, with the reason on stderr.
+
+    ``download`` is off unless asked for (the example's main asks), so that importing this helper,
+    as notebook 03 does, never starts a 790 MB download by surprise.
+    """
     if data is not None:
         roots = [Path(data)]
     else:
         roots = [Path(os.environ["MINIDL_DATA"])] if os.environ.get("MINIDL_DATA") else []
         roots.append(cache_dir())
     for root in roots:
-        for folder in [root / sub for sub in SUBFOLDERS] + [root]:
-            if folder.is_dir() and any(is_pet_photo(f) for f in get_image_files(folder, recurse=False)):
-                return folder
+        if folder := _photos_in(root):
+            return folder
     if data is not None:
         raise FileNotFoundError(f"--data {data}: no pet photos (cat.N.jpg / dog.N.jpg, or Oxford-IIIT Pet's "
                                 f"Breed_N.jpg) in it or in its {', '.join(SUBFOLDERS)}")
+    if not download:
+        return None
+    try:  # looks in $MINIDL_DATA and the cache once more, then downloads with a progress bar
+        return _photos_in(find_data("oxford-iiit-pet"))
+    except DataNotFoundError as e:  # offline, or the server is down; a checksum mismatch stays loud
+        print(f"Oxford-IIIT Pet not downloaded: {e.not_downloaded}", file=sys.stderr)
+        return None
+
+
+def _photos_in(root):
+    """``root`` or the first of its SUBFOLDERS holding pet photos, or None."""
+    for folder in [root / sub for sub in SUBFOLDERS] + [root]:
+        if folder.is_dir() and any(is_pet_photo(f) for f in get_image_files(folder, recurse=False)):
+            return folder
     return None
 
 
@@ -115,7 +134,10 @@ def error_on(learn, dls, folder):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="folder of pet photos (default: $MINIDL_DATA, the cache)")
+    parser.add_argument("--data", help="folder of pet photos (default: $MINIDL_DATA, the cache, a download)")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                        help="download Oxford-IIIT Pet (~790 MB) when no photos are found "
+                             "(--no-download: train on the synthetic stand-in instead)")
     parser.add_argument("--test", help="another folder of labelled photos to report the error rate on")
     parser.add_argument("--arch", choices=sorted(ARCHS), default="efficientnet_lite0")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
@@ -132,13 +154,14 @@ def main(argv=None):
     parser.add_argument("--out", default="examples/output/pets", help="folder for the PNGs")
     args = parser.parse_args(argv)
 
-    start = time.perf_counter()
-    folder = find_photos(args.data)
+    folder = find_photos(args.data, download=args.download)
     if folder is None:
         folder = synthetic_pets(Path(tempfile.mkdtemp(prefix="minidl-pets-")))
-        print(f"*** No pet photos found (--data, $MINIDL_DATA, {cache_dir()}): training on a SYNTHETIC stand-in "
+        print(f"*** No pet photos found (--data, $MINIDL_DATA, {cache_dir()}) and none downloaded "
+              f"({'see above' if args.download else '--no-download'}): training on a SYNTHETIC stand-in "
               f"({folder}: orange vs blue striped discs). Its error rate says nothing about the book's number. ***",
               file=sys.stderr)
+    start = time.perf_counter()  # after finding the photos: a first run's download is not training time
     files = [f for f in get_image_files(folder) if is_pet_photo(f)]
     n_cats = sum(is_cat(f.name) for f in files)
     print(f"data: {folder}, {len(files)} photos ({n_cats} cats, {len(files) - n_cats} dogs)")

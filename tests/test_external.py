@@ -1,9 +1,10 @@
 """find_data: the search order, the error that says where to put files, and the download
-(against a local HTTP server serving a zip built here; no internet needed)."""
+(against a local HTTP server serving a zip or a tar.gz built here; no internet needed)."""
 import hashlib
 import http.server
 import io
 import socket
+import tarfile
 import threading
 import zipfile
 from pathlib import Path
@@ -76,9 +77,9 @@ def server(toy, monkeypatch):
     url = f"http://127.0.0.1:{httpd.server_address[1]}/toy.zip"
     monkeypatch.setitem(external.SOURCES, "toy", url)
 
-    def serve(archive, md5=None):
-        routes["/toy.zip"] = archive
-        routes["/toy.zip.md5"] = f"{md5 or hashlib.md5(archive).hexdigest()}  toy.zip\n".encode()
+    def serve(archive, md5=None, path="/toy.zip"):
+        routes[path] = archive
+        routes[path + ".md5"] = f"{md5 or hashlib.md5(archive).hexdigest()}  {path[1:]}\n".encode()
 
     yield serve, hits
     httpd.shutdown()
@@ -263,6 +264,122 @@ def test_http_error_and_bad_archive_raise_data_not_found(server, toy):
     with pytest.raises(DataNotFoundError, match="no folder with a.csv, b.txt"):
         find_data("toy")
     assert not (toy / "toy").exists() and leftovers(toy) == []
+
+
+# --- tar.gz archives (Oxford-IIIT Pet's kind): a pinned md5, a pattern rule, safe unpacking ---
+
+PHOTOS = {"images/Bengal_1.jpg": b"a cat\n", "images/beagle_2.jpg": b"a dog\n", "images/Bengal_1.mat": b"?"}
+
+
+@pytest.fixture
+def pics(server, toy, monkeypatch):
+    """A data set "pics" like Oxford-IIIT Pet: an images/ folder with at least one .jpg, from a
+    tar.gz on the same local server as "toy", checked against a pinned md5 (none published)."""
+    serve, hits = server
+    url = external.SOURCES["toy"].rsplit("/", 1)[0] + "/pics.tar.gz"
+    monkeypatch.setitem(external.DATASETS, "pics", {"required": ("images/*.jpg",), "optional": ()})
+    monkeypatch.setitem(external.SOURCES, "pics", url)
+
+    def serve_tar(archive, md5=None):
+        serve(archive, path="/pics.tar.gz")
+        monkeypatch.setitem(external.ARCHIVE_MD5, "pics", md5 or hashlib.md5(archive).hexdigest())
+
+    return serve_tar, hits
+
+
+def make_targz(files=PHOTOS, top="", members=()):
+    """A tar.gz of `files` under `top`, plus extra `members`: (TarInfo, bytes or None) pairs."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(top + name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def tar_member(name, kind=tarfile.REGTYPE, linkname="", data=None):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    info.size = len(data) if data is not None else 0
+    return info, data
+
+
+def test_a_pattern_rule_needs_one_matching_file(toy, tmp_path, monkeypatch):
+    monkeypatch.setitem(external.DATASETS, "pics", {"required": ("images/*.jpg",), "optional": ()})
+    folder = write_files(tmp_path / "pics" / "images", {"Bengal_1.mat": b"?"})
+    with pytest.raises(DataNotFoundError, match=r"no images/\*\.jpg"):
+        find_data("pics", data=tmp_path, download=False)
+    (folder / "Bengal_1.jpg").write_bytes(b"a cat\n")
+    assert find_data("pics", data=tmp_path, download=False) == tmp_path / "pics"
+    assert find_data("pics", data=tmp_path / "pics", download=False) == tmp_path / "pics"
+
+
+@pytest.mark.parametrize("top", ["", "oxford/"])  # the real archive's top folder is images/ itself
+def test_tar_gz_download_checks_the_pinned_md5_and_unpacks_into_cache_once(pics, toy, top, capsys):
+    serve, hits = pics
+    serve(make_targz(top=top))
+    folder = find_data("pics")
+    assert folder == toy / "pics"
+    assert {p.name for p in (folder / "images").iterdir()} == {"Bengal_1.jpg", "beagle_2.jpg", "Bengal_1.mat"}
+    assert (folder / "images" / "Bengal_1.jpg").read_bytes() == PHOTOS["images/Bengal_1.jpg"]
+    assert hits == ["/pics.tar.gz"]                     # the md5 is pinned: nothing else is fetched
+    assert leftovers(toy) == [] and sorted(p.name for p in toy.iterdir()) == ["pics"]
+    err = capsys.readouterr().err
+    assert "Downloading pics.tar.gz" in err and "Downloaded pics.tar.gz" in err
+
+    assert find_data("pics") == folder                  # found in the cache: no second download
+    assert hits == ["/pics.tar.gz"]
+
+
+def test_tar_gz_md5_mismatch_deletes_everything(pics, toy):
+    serve, _ = pics
+    archive = make_targz()
+    serve(archive, md5="0" * 32)
+    with pytest.raises(ChecksumError) as info:
+        find_data("pics")
+    message = str(info.value)
+    assert "pics.tar.gz" in message and "0" * 32 in message and hashlib.md5(archive).hexdigest() in message
+    assert not (toy / "pics").exists() and leftovers(toy) == []
+
+
+@pytest.mark.parametrize("member, why", [
+    (tar_member("/tmp/minidl-evil.jpg", data=b"x"), "absolute path"),
+    (tar_member("../evil.jpg", data=b"x"), "'..'"),
+    (tar_member("images/../../evil.jpg", data=b"x"), "'..'"),
+    (tar_member("images/up", tarfile.SYMTYPE, "../../outside"), "link pointing outside"),
+    (tar_member("images/passwd", tarfile.SYMTYPE, "/etc/passwd"), "link pointing outside"),
+    (tar_member("images/hard", tarfile.LNKTYPE, "../secret"), "hard link"),
+    (tar_member("images/tty", tarfile.CHRTYPE), "device"),
+], ids=["absolute", "dotdot", "dotdot-inside", "symlink-up", "symlink-absolute", "hardlink-up", "device"])
+def test_unsafe_tar_members_are_refused_before_anything_is_written(pics, toy, tmp_path, member, why):
+    serve, _ = pics
+    serve(make_targz(members=[member]))   # its md5 matches: a checksum does not make an archive safe
+    with pytest.raises(DataNotFoundError, match=f"refused to unpack.*{member[0].name}.*{why}"):
+        find_data("pics")
+    assert not (toy / "pics").exists() and leftovers(toy) == []
+    assert not (tmp_path / "cache" / "evil.jpg").exists() and not (toy / "evil.jpg").exists()
+
+
+def test_links_inside_the_archive_are_kept(pics, toy):
+    serve, _ = pics
+    serve(make_targz(members=[tar_member("images/cat.jpg", tarfile.SYMTYPE, "Bengal_1.jpg")]))
+    link = find_data("pics") / "images" / "cat.jpg"
+    assert link.is_symlink() and link.read_bytes() == PHOTOS["images/Bengal_1.jpg"]
+
+
+def test_a_bad_or_truncated_tar_gz_raises_data_not_found(pics, toy, monkeypatch):
+    serve, _ = pics
+    serve(b"<html>not a tar</html>")
+    with pytest.raises(DataNotFoundError, match="not a readable tar.gz archive"):
+        find_data("pics")
+    archive = make_targz({f"images/Bengal_{i}.jpg": bytes(range(256)) * 40 for i in range(20)})
+    serve(archive[: len(archive) // 2])              # cut short, and its md5 pinned to match
+    with pytest.raises(DataNotFoundError, match="not a readable tar.gz archive"):
+        find_data("pics")
+    assert not (toy / "pics").exists() and leftovers(toy) == []
 
 
 # --- the real files, where this machine has them ---
