@@ -28,6 +28,7 @@ _mode = threading.local()
 
 
 def is_grad_enabled():
+    """False inside ``no_grad()``: whether ops record the graph (per thread, True by default)."""
     return getattr(_mode, "enabled", True)
 
 

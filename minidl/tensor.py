@@ -32,6 +32,7 @@ def set_default_dtype(dtype):
 
 
 def get_default_dtype():
+    """The dtype of tensors made from Python floats (float32 unless set_default_dtype changed it)."""
     return _default_float
 
 
@@ -49,10 +50,12 @@ def _infer_dtype(data, host):
 
 
 def is_float(dtype):
+    """True for float32 and float64, the dtypes that can carry gradients."""
     return dtype in (float32, float64)
 
 
 class Tensor:
+    """An n-d array on a device, plus what autograd needs: requires_grad, grad_fn (the op that made it), grad."""
     __array_ufunc__ = None  # numpy defers to Tensor's operators: np_array * tensor -> Tensor.__rmul__
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
@@ -113,12 +116,15 @@ class Tensor:
         return self._version_counter.value
 
     def size(self, dim=None):
+        """The shape, or its length along ``dim``."""
         return self.shape if dim is None else self.shape[dim]
 
     def dim(self):
+        """The number of axes (ndim)."""
         return self.ndim
 
     def numel(self):
+        """The number of values: the product of the shape."""
         return self.data.size
 
     def __len__(self):
@@ -136,11 +142,13 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     def item(self):
+        """The single value of a one-element tensor as a Python number."""
         if self.numel() != 1:
             raise ValueError(f"item: the tensor has {self.numel()} values (shape {self.shape}); only one-value tensors convert to a number")
         return self.numpy().reshape(()).item()
 
     def tolist(self):
+        """The values as nested Python lists (a number for a 0-d tensor)."""
         return self.numpy().tolist()
 
     def __float__(self):
@@ -167,22 +175,28 @@ class Tensor:
         return self if dtype == self.dtype else ops.elementwise.cast(self, dtype)
 
     def float(self):
+        """A float32 copy (differentiable), or self if already float32."""
         return self.to(float32)
 
     def double(self):
+        """A float64 copy (differentiable), or self if already float64."""
         return self.to(float64)
 
     def long(self):
+        """An int64 copy, cut from the graph (integers carry no gradient)."""
         return self.to(int64)
 
     def bool(self):
+        """A bool copy: True where the value is nonzero; not differentiable."""
         return self.to(bool_)
 
     def cpu(self):
+        """The same values on the "cpu" device (self if already there); the gradient flows back."""
         return self.to("cpu")
 
     # ---------------------------------------------------------------- autograd
     def requires_grad_(self, requires_grad=True):
+        """Mark (or unmark) this tensor as one whose gradient backward should compute; float dtypes only."""
         if requires_grad and not is_float(self.dtype):
             raise RuntimeError(f"requires_grad: only float tensors can require grad, this one is {self.dtype}; "
                                f"use .float() first")
@@ -213,6 +227,7 @@ class Tensor:
         return t
 
     def clone(self):
+        """A copy with its own memory that stays in the graph: d(clone)/dx = 1."""
         return ops.elementwise.clone(self)
 
     # ---------------------------------------------------------------- in-place changes
@@ -240,24 +255,31 @@ class Tensor:
         self._inplace("__setitem__", assign, value)
 
     def copy_(self, src):
+        """Overwrite the values in place with ``src`` (broadcast); refused while recording a graph through self."""
         return self._inplace("copy_", lambda s: self.data.__setitem__(..., s), src)
 
     def fill_(self, value):
+        """Set every value to ``value``, in place."""
         return self._inplace("fill_", lambda v: self.data.__setitem__(..., v), value)
 
     def zero_(self):
+        """Set every value to 0, in place."""
         return self.fill_(0)
 
     def add_(self, other, alpha=1):
+        """self += alpha * other, in place (alpha defaults to 1)."""
         return self._inplace("add_", lambda o: self.data.__iadd__(o * alpha if alpha != 1 else o), other)
 
     def sub_(self, other):
+        """self -= other, in place."""
         return self._inplace("sub_", self.data.__isub__, other)
 
     def mul_(self, other):
+        """self *= other, in place."""
         return self._inplace("mul_", self.data.__imul__, other)
 
     def div_(self, other):
+        """self /= other, in place."""
         return self._inplace("div_", self.data.__itruediv__, other)
 
     __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
@@ -340,114 +362,149 @@ class Tensor:
 
     # ---------------------------------------------------------------- math methods
     def add(self, other):
+        """self + other, broadcasting; the gradient of each input is summed back to its shape."""
         return self + other
 
     def sub(self, other):
+        """self - other, broadcasting."""
         return self - other
 
     def mul(self, other):
+        """self * other elementwise, broadcasting."""
         return self * other
 
     def div(self, other):
+        """self / other elementwise (true division: integers give floats)."""
         return self / other
 
     def pow(self, exponent):
+        """self ** exponent elementwise;  d/dself = exponent * self^(exponent-1)."""
         return self ** exponent
 
     def neg(self):
+        """-self."""
         return -self
 
     def matmul(self, other):
+        """self @ other: matrix product over the last two axes, batched over the leading ones."""
         return self @ other
 
     def exp(self):
+        """e^x elementwise;  its gradient is e^x itself."""
         return ops.elementwise.exp(self)
 
     def log(self):
+        """Natural log elementwise;  d/dx ln x = 1/x."""
         return ops.elementwise.log(self)
 
     def sqrt(self):
+        """sqrt(x) elementwise;  d/dx = 1 / (2 sqrt(x))."""
         return ops.elementwise.sqrt(self)
 
     def abs(self):
+        """|x| elementwise;  its gradient is sign(x) (0 at 0)."""
         return ops.elementwise.abs(self)
 
     def tanh(self):
+        """tanh(x) elementwise;  d/dx = 1 - tanh(x)^2."""
         return ops.elementwise.tanh(self)
 
     def sigmoid(self):
+        """y = 1 / (1 + e^-x) elementwise;  dy/dx = y (1 - y)."""
         return ops.elementwise.sigmoid(self)
 
     def relu(self):
+        """max(x, 0) elementwise;  its gradient is 1 where x > 0, else 0."""
         return ops.elementwise.relu(self)
 
     def clamp(self, min=None, max=None):
+        """min(max(x, min), max) elementwise (clip is the same method);  gradient 1 inside the bounds, else 0."""
         return ops.elementwise.clamp(self, min, max)
 
     clip = clamp
 
     def maximum(self, other):
+        """max(self, other) elementwise, broadcasting;  the gradient goes to the larger (half each on a tie)."""
         return ops.elementwise.maximum(self, other)
 
     def minimum(self, other):
+        """min(self, other) elementwise, broadcasting;  the gradient goes to the smaller (half each on a tie)."""
         return ops.elementwise.minimum(self, other)
 
     def softmax(self, dim):
+        """e^x_i / sum_j e^x_j along ``dim`` (each slice sums to 1)."""
         return ops.reduce.softmax(self, dim)
 
     def log_softmax(self, dim):
+        """x_i - log sum_j e^x_j along ``dim``, computed stably."""
         return ops.reduce.log_softmax(self, dim)
 
     def logsumexp(self, dim, keepdim=False):
+        """log sum_i e^x_i along ``dim``, computed stably;  its gradient is softmax(x)."""
         return ops.reduce.logsumexp(self, dim, keepdim)
 
     # ---------------------------------------------------------------- reductions
     def sum(self, dim=None, keepdim=False):
+        """Sum over ``dim`` (an int, a tuple, or None for all); bools count their Trues."""
         return ops.reduce.sum(self, dim, keepdim)
 
     def mean(self, dim=None, keepdim=False):
+        """Sum over ``dim`` divided by the number of values summed (float tensors only)."""
         return ops.reduce.mean(self, dim, keepdim)
 
     def var(self, dim=None, keepdim=False, correction=1):
+        """sum (x - mean)^2 / (n - correction) over ``dim``: unbiased (correction=1) by default."""
         return ops.reduce.var(self, dim, keepdim, correction)
 
     def std(self, dim=None, keepdim=False, correction=1):
+        """sqrt(var(dim, correction)): the standard deviation, unbiased by default."""
         return ops.reduce.var(self, dim, keepdim, correction).sqrt()
 
     def max(self, dim=None, keepdim=False):
+        """The largest value; with ``dim``, (values, indices) along it, as in PyTorch."""
         return ops.reduce.max(self, dim, keepdim)
 
     def min(self, dim=None, keepdim=False):
+        """The smallest value; with ``dim``, (values, indices) along it, as in PyTorch."""
         return ops.reduce.min(self, dim, keepdim)
 
     def amax(self, dim=None, keepdim=False):
+        """The largest values over ``dim`` (int or tuple);  the gradient is split evenly among ties."""
         return ops.reduce.amax(self, dim, keepdim)
 
     def amin(self, dim=None, keepdim=False):
+        """The smallest values over ``dim`` (int or tuple);  the gradient is split evenly among ties."""
         return ops.reduce.amin(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
+        """The int64 index of the largest value along ``dim`` (of the flattened tensor when None)."""
         return ops.reduce.argmax(self, dim, keepdim)
 
     def argmin(self, dim=None, keepdim=False):
+        """The int64 index of the smallest value along ``dim`` (of the flattened tensor when None)."""
         return ops.reduce.argmin(self, dim, keepdim)
 
     def any(self):
+        """True if any value is nonzero (a Python bool)."""
         return bool(self.numpy().any())
 
     def all(self):
+        """True if every value is nonzero (a Python bool)."""
         return bool(self.numpy().all())
 
     # ---------------------------------------------------------------- shape
     def reshape(self, *shape):
+        """The same values in a new shape (one size may be -1); view is the same method."""
         return ops.shape.reshape(self, _shape_args(shape))
 
     view = reshape
 
     def permute(self, *dims):
+        """Reorder the axes: result axis i is input axis dims[i]."""
         return ops.shape.permute(self, _shape_args(dims))
 
     def transpose(self, dim0, dim1):
+        """Swap two axes."""
         return ops.shape.transpose(self, dim0, dim1)
 
     @property
@@ -455,27 +512,35 @@ class Tensor:
         return ops.shape.permute(self, tuple(reversed(range(self.ndim))))
 
     def expand(self, *sizes):
+        """Broadcast size-1 axes to ``sizes`` without copying (-1 keeps a size);  the gradient is summed back."""
         return ops.shape.expand(self, _shape_args(sizes))
 
     def expand_as(self, other):
+        """expand to ``other.shape``."""
         return ops.shape.expand(self, other.shape)
 
     def squeeze(self, dim=None):
+        """Remove size-1 axes (all of them, or ``dim``)."""
         return ops.shape.squeeze(self, dim)
 
     def unsqueeze(self, dim):
+        """Insert a size-1 axis at ``dim``."""
         return ops.shape.unsqueeze(self, dim)
 
     def flatten(self, start_dim=0, end_dim=-1):
+        """Merge the axes start_dim..end_dim into one."""
         return ops.shape.flatten(self, start_dim, end_dim)
 
     def split(self, split_size_or_sections, dim=0):
+        """Slices along ``dim``: equal pieces of a given size (the last may be smaller), or the given sizes."""
         return ops.shape.split(self, split_size_or_sections, dim)
 
     def chunk(self, chunks, dim=0):
+        """``chunks`` slices of size ceil(n / chunks) along ``dim`` (the last may be smaller)."""
         return ops.shape.chunk(self, chunks, dim)
 
     def gather(self, dim, index):
+        """out[i][j] = self[i][index[i][j]] along ``dim`` (index int64, same ndim);  the gradient is scatter-added."""
         return ops.shape.gather(self, dim, index)
 
     def __getitem__(self, index):
@@ -518,6 +583,7 @@ def _raw_index(index):
 
 
 def is_scalar(x):
+    """True for a Python or numpy number (not a tensor or array)."""
     return isinstance(x, (numbers.Number, np.generic))
 
 
@@ -544,10 +610,12 @@ def _filled(fill, shape, dtype, device, requires_grad):
 
 
 def zeros(*shape, dtype=None, device="cpu", requires_grad=False):
+    """A tensor of ``shape`` filled with 0 (the default float dtype unless ``dtype`` is given)."""
     return _filled(lambda b, s, d: b.zeros(s, d), shape, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device="cpu", requires_grad=False):
+    """A tensor of ``shape`` filled with 1 (the default float dtype unless ``dtype`` is given)."""
     return _filled(lambda b, s, d: b.ones(s, d), shape, dtype, device, requires_grad)
 
 
@@ -559,14 +627,17 @@ def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
+    """zeros with ``t``'s shape, device and (unless given) dtype."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, requires_grad=False):
+    """ones with ``t``'s shape, device and (unless given) dtype."""
     return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 
 
 def arange(start, stop=None, step=1, dtype=None, device="cpu", requires_grad=False):
+    """start, start + step, ... up to (not including) stop; int64 if all three are ints, else the default float."""
     if stop is None:
         start, stop = 0, start
     if dtype is None:
@@ -575,6 +646,7 @@ def arange(start, stop=None, step=1, dtype=None, device="cpu", requires_grad=Fal
 
 
 def eye(n, dtype=None, device="cpu"):
+    """The n x n identity matrix."""
     return tensor(np.eye(n), dtype=dtype or _default_float, device=device)
 
 

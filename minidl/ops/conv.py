@@ -9,10 +9,12 @@ from .shape import stack
 
 
 def pair(v):
+    """An int or a pair of ints as an (h, w) tuple of ints."""
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
 
 
 def out_size(size, kernel, stride, padding, dilation):
+    """The output length of a conv or pool: floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -107,11 +109,17 @@ def _pool_params(op, x, kernel_size, stride, padding, dilation=1):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
+    """y[n,c,i,j] = max of x (N, C, H, W) over the (dilated) window at (i, j) * stride, padding as -inf;
+    the gradient goes to each window's winner. stride defaults to kernel_size.
+    """
     kernel, stride, padding, dilation = _pool_params("max_pool2d", x, kernel_size, stride, padding, dilation)
     return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """y[n,c,i,j] = mean of x (N, C, H, W) over the window at (i, j) * stride, zero padding counted;
+    each input gets 1/(kh kw) of its windows' gradients. stride defaults to kernel_size.
+    """
     kernel, stride, padding, _ = _pool_params("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
 
@@ -124,6 +132,7 @@ def _adaptive_size(op, x, output_size):
 
 
 def adaptive_avg_pool2d(x, output_size):
+    """Mean over output_size windows that tile H and W: window i spans [floor(i H / OH), ceil((i+1) H / OH))."""
     return AdaptiveAvgPool2d.apply(x, out_size=_adaptive_size("adaptive_avg_pool2d", x, output_size))
 
 

@@ -54,6 +54,7 @@ def as_tensors(op, *args, device="cpu"):
 
 
 def binary(cls, a, b, op):
+    """Apply a two-input Function ``cls`` to a and b, made tensors of one dtype and checked to broadcast."""
     a, b = as_tensors(op, a, b)
     broadcast_shape(op, a.shape, b.shape)
     return cls.apply(a, b)
@@ -159,14 +160,17 @@ class Pow(Function):
 
 
 def add(a, b):
+    """a + b elementwise, broadcasting;  dz/da = dz/db = 1."""
     return binary(Add, a, b, "add")
 
 
 def sub(a, b):
+    """a - b elementwise, broadcasting;  dz/da = 1, dz/db = -1."""
     return binary(Sub, a, b, "sub")
 
 
 def mul(a, b):
+    """a * b elementwise, broadcasting;  dz/da = b, dz/db = a."""
     return binary(Mul, a, b, "mul")
 
 
@@ -178,10 +182,12 @@ def div(a, b):
 
 
 def neg(x):
+    """-x;  dz/dx = -1."""
     return unary(Neg, x)
 
 
 def pow(a, b):
+    """a^b elementwise, broadcasting;  dz/da = b a^(b-1), dz/db = a^b ln a."""
     return binary(Pow, a, b, "pow")
 
 
@@ -272,26 +278,32 @@ class Sigmoid(Function):
 
 
 def exp(x):
+    """e^x elementwise (integers become floats);  dy/dx = e^x."""
     return unary(Exp, x, float_only=True)
 
 
 def log(x):
+    """ln x elementwise (integers become floats);  dy/dx = 1/x."""
     return unary(Log, x, float_only=True)
 
 
 def sqrt(x):
+    """sqrt(x) elementwise (integers become floats);  dy/dx = 1 / (2 sqrt(x))."""
     return unary(Sqrt, x, float_only=True)
 
 
 def abs(x):
+    """|x| elementwise;  dy/dx = sign(x), 0 at 0."""
     return unary(Abs, x)
 
 
 def tanh(x):
+    """tanh x = (e^x - e^-x) / (e^x + e^-x) elementwise;  dy/dx = 1 - y^2."""
     return unary(Tanh, x, float_only=True)
 
 
 def sigmoid(x):
+    """1 / (1 + e^-x) elementwise;  dy/dx = y (1 - y)."""
     return unary(Sigmoid, x, float_only=True)
 
 
@@ -378,6 +390,7 @@ class GELU(Function):
 
 
 def relu(x):
+    """max(x, 0) elementwise;  its gradient is 1 where x > 0, else 0."""
     return unary(ReLU, x)
 
 
@@ -387,10 +400,13 @@ def relu6(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x;  the gradient is 1 or negative_slope."""
     return unary(LeakyReLU, x, float_only=True, negative_slope=negative_slope)
 
 
 def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF (``approximate="tanh"``: its tanh approximation);
+    dy/dx = Phi(x) + x phi(x), phi the normal density."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return unary(GELU, x, float_only=True, approximate=approximate)
@@ -458,14 +474,17 @@ class Where(Function):
 
 
 def maximum(a, b):
+    """max(a, b) elementwise, broadcasting;  the gradient goes to the larger input, half to each on a tie."""
     return binary(Maximum, a, b, "maximum")
 
 
 def minimum(a, b):
+    """min(a, b) elementwise, broadcasting;  the gradient goes to the smaller input, half to each on a tie."""
     return binary(Minimum, a, b, "minimum")
 
 
 def where(cond, a, b):
+    """a where cond else b, elementwise, all three broadcasting;  the gradient goes to the input that was picked."""
     cond = cond if isinstance(cond, Tensor) else Tensor(cond, dtype=bool)
     if cond.dtype != np.dtype(bool):
         cond = cond.bool()
@@ -500,12 +519,14 @@ class Clone(Function):
 
 
 def cast(x, dtype):
+    """x converted to ``dtype``; the gradient is cast back (an integer or bool result is cut from the graph)."""
     if not is_float(np.dtype(dtype)) and x.requires_grad:
         x = x.detach()  # integer results carry no gradient
     return Cast.apply(x, dtype=np.dtype(dtype))
 
 
 def clone(x):
+    """A copy of x in new memory;  dy/dx = 1."""
     return Clone.apply(x)
 
 

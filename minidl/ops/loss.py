@@ -7,6 +7,7 @@ from .shape import gather
 
 
 def reduce_loss(op, losses, reduction):
+    """The per-example losses averaged ('mean'), summed ('sum') or left as they are ('none')."""
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":

@@ -22,6 +22,7 @@ class MatMul(Function):
 
 
 def swap_last(be, x):
+    """x with its last two axes swapped (a batched transpose), with backend ``be``."""
     axes = list(range(x.ndim))
     axes[-1], axes[-2] = axes[-2], axes[-1]
     return be.transpose(x, tuple(axes))

@@ -82,6 +82,7 @@ class Extreme(Function):
 
 
 def sum(x, dim=None, keepdim=False):
+    """sum of x over ``dim`` (None: all axes; bools count their Trues);  dy/dx = 1 for every summed value."""
     axes = normalize_dims("sum", dim, x.ndim)
     if x.dtype.kind == "b":
         x = x.long()  # counting Trues
@@ -89,6 +90,7 @@ def sum(x, dim=None, keepdim=False):
 
 
 def mean(x, dim=None, keepdim=False):
+    """(sum of x over ``dim``) / n, n the number of values averaged;  dy/dx = 1/n each."""
     axes = normalize_dims("mean", dim, x.ndim)
     if not is_float(x.dtype):
         raise TypeError(f"mean/var: need a float tensor, got {x.dtype}; convert with x.float()")
@@ -109,10 +111,12 @@ def var(x, dim=None, keepdim=False, correction=1):
 
 
 def amax(x, dim=None, keepdim=False):
+    """The largest value over ``dim`` (int, tuple or None);  the gradient is split evenly among ties for it."""
     return Extreme.apply(x, axes=normalize_dims("amax", dim, x.ndim), keepdims=keepdim, kernel="max")
 
 
 def amin(x, dim=None, keepdim=False):
+    """The smallest value over ``dim`` (int, tuple or None);  the gradient is split evenly among ties for it."""
     return Extreme.apply(x, axes=normalize_dims("amin", dim, x.ndim), keepdims=keepdim, kernel="min")
 
 
@@ -130,6 +134,7 @@ def max(x, dim=None, keepdim=False):
 
 
 def min(x, dim=None, keepdim=False):
+    """``x.min()`` is the smallest value; ``x.min(dim)`` gives (values, indices), the gradient going to the index."""
     if dim is None:
         return amin(x)
     if x.ndim == 0:
@@ -158,6 +163,7 @@ def argmax(x, dim=None, keepdim=False):
 
 
 def argmin(x, dim=None, keepdim=False):
+    """Index of the smallest value (of the flattened tensor when dim is None); int64."""
     return _arg("argmin", x, dim, keepdim)
 
 
@@ -230,16 +236,20 @@ def _on_0d(fn, x, *args):
 
 
 def softmax(x, dim):
+    """y_i = e^(x_i - max x) / sum_j e^(x_j - max x) along ``dim``;  dL/dx = y * (g - sum(g * y))."""
     _one_axis("softmax", x, dim)
     return _on_0d(lambda v: Softmax.apply(v, axis=_one_axis("softmax", v, dim)), _as_float(x))
 
 
 def log_softmax(x, dim):
+    """x_i - log sum_j exp(x_j) along ``dim``, computed stably by subtracting the max;
+    dL/dx = g - softmax(x) sum(g)."""
     _one_axis("log_softmax", x, dim)
     return _on_0d(lambda v: LogSoftmax.apply(v, axis=_one_axis("log_softmax", v, dim)), _as_float(x))
 
 
 def logsumexp(x, dim, keepdim=False):
+    """log sum_i e^x_i along ``dim`` = m + log sum_i e^(x_i - m), m = max x;  dy/dx = softmax(x)."""
     _one_axis("logsumexp", x, dim)
     if x.ndim == 0:
         return _as_float(x).clone()

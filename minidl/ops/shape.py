@@ -56,6 +56,7 @@ class Expand(Function):
 
 
 def reshape(x, shape):
+    """The same values in a new shape (one size may be -1, inferred);  the gradient is reshaped back."""
     shape = tuple(int(s) for s in shape)
     known = math.prod(s for s in shape if s != -1)
     if shape.count(-1) > 1 or (-1 not in shape and known != x.numel()) or \
@@ -66,6 +67,7 @@ def reshape(x, shape):
 
 
 def permute(x, dims):
+    """Reorder the axes: output axis i is input axis dims[i];  the gradient gets the inverse order."""
     dims = tuple(d % x.ndim for d in dims) if x.ndim else tuple(dims)
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not an ordering of the {x.ndim} dims of a {x.shape} tensor")
@@ -73,6 +75,7 @@ def permute(x, dims):
 
 
 def transpose(x, dim0, dim1):
+    """Swap axes dim0 and dim1 (a permute)."""
     dim0, dim1 = (_dim("transpose", d, x.ndim) for d in (dim0, dim1))
     dims = list(range(x.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
@@ -80,6 +83,8 @@ def transpose(x, dim0, dim1):
 
 
 def expand(x, shape):
+    """Broadcast size-1 axes (and new leading ones) to ``shape`` without copying, -1 keeping a size;
+    the gradient is summed back."""
     shape = tuple(int(s) for s in shape)
     lead = len(shape) - x.ndim
     if lead < 0:
@@ -105,6 +110,7 @@ def unsqueeze(x, dim):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    """Merge axes start_dim..end_dim into one of their product size (a 0-d tensor becomes shape (1,))."""
     if x.ndim == 0:
         return reshape(x, (1,))
     start, end = _dim("flatten", start_dim, x.ndim), _dim("flatten", end_dim, x.ndim)
@@ -133,6 +139,7 @@ class Cat(Function):
 
 
 def cat(tensors, dim=0):
+    """Join tensors along an existing dim (the other dims must match);  each gets back its slice of the gradient."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
@@ -178,6 +185,7 @@ def split(x, split_size_or_sections, dim=0):
 
 
 def chunk(x, chunks, dim=0):
+    """Pieces of ceil(n / chunks) along ``dim``; the last may be smaller, and there may be fewer than chunks."""
     n = x.shape[dim]
     return split(x, -(-n // chunks), dim)
 
@@ -236,6 +244,7 @@ def _is_basic(index):
 
 
 def getitem(x, index):
+    """x[index] for ints, slices, None, ..., int tensors and bool masks;  the gradient is scatter-added back."""
     index = _raw_index(index)
     try:
         return GetItem.apply(x, index=index)
@@ -262,6 +271,8 @@ class Gather(Function):
 
 
 def gather(x, dim, index):
+    """y[i][j] = x[i][index[i][j]] along ``dim`` (index: integers, same ndim, no larger than x elsewhere);
+    the gradient is scatter-added back."""
     if index.dtype.kind not in "iu":
         raise TypeError(f"gather: index must be an integer tensor, not {index.dtype}")
     if index.ndim != x.ndim:
@@ -315,5 +326,6 @@ class ToDevice(Function):
 
 
 def to_device(x, device):
+    """The same values on another device;  the gradient is copied back to the first one."""
     get_backend(device)  # an unknown device fails here, with the list of known ones
     return ToDevice.apply(x, device=device)
