@@ -39,6 +39,7 @@ def unregister_backend(device):
 
 
 def get_backend(device):
+    """The kernel namespace of ``device`` ("cpu", "cuda", "emu", ...), built on first use and cached."""
     backend = _backends.get(device)
     if backend is None:
         if device not in _factories:
@@ -48,6 +49,7 @@ def get_backend(device):
 
 
 def devices():
+    """The names of the registered devices, sorted."""
     return sorted(_factories)
 
 

@@ -264,6 +264,7 @@ def set_num_threads(n):
 
 
 def get_num_threads():
+    """The number of threads the C++ kernels use (OpenMP)."""
     return _C.get_num_threads()
 
 

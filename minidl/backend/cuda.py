@@ -39,14 +39,17 @@ THREADS = 256  # threads per block of the 1-D (grid-stride) kernels
 
 
 def i32(v):
+    """v as a C int32 kernel argument (a numpy scalar, which CuPy and the emulator pass by value)."""
     return np.int32(v)
 
 
 def i64(v):
+    """v as a C int64 kernel argument."""
     return np.int64(v)
 
 
 def f32(v):
+    """v as a C float kernel argument."""
     return np.float32(v)
 
 
@@ -84,6 +87,7 @@ class CudaKernels:
     # ------------------------------------------------------------ launching
 
     def function(self, module, kernel):
+        """The compiled kernel ``kernel`` of csrc/cuda/<module>.cu, loaded once and cached."""
         key = (module, kernel)
         fn = self._functions.get(key)
         if fn is None:
@@ -91,6 +95,7 @@ class CudaKernels:
         return fn
 
     def launch(self, module, kernel, grid, block, args, shared_mem=0):
+        """Run ``kernel`` on ``grid`` blocks of ``block`` threads, with ``shared_mem`` bytes of dynamic shared memory."""
         self.function(module, kernel)(grid, block, tuple(args), shared_mem=shared_mem)
 
     def launch_1d(self, module, kernel, n, args):
@@ -106,9 +111,11 @@ class CudaKernels:
     # ------------------------------------------------------------ helpers
 
     def is_f32(self, *arrays):
+        """True if every argument is a float32 array of this device: the case the CUDA kernels handle."""
         return all(isinstance(a, self.xp.ndarray) and a.dtype == F32 for a in arrays)
 
     def contiguous(self, a):
+        """``a`` as a C-contiguous array of the same shape (the layout every kernel indexes)."""
         return self.xp.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array 1-d
 
     def _f32_operand(self, v):
@@ -122,6 +129,7 @@ class CudaKernels:
     # ------------------------------------------------------------ elementwise (elementwise.cu)
 
     def unary(self, op, x):
+        """y = op(x) elementwise (elementwise.cu unary_f32) for float32; other dtypes use the reference glue."""
         if not self.is_f32(x):
             if op == "erf" and self.xp is not np:  # numpy_ref's erf is math.erf per element, on the host
                 return self.xp.asarray(numpy_ref.erf(self.xp.asnumpy(x)))
@@ -133,6 +141,7 @@ class CudaKernels:
         return out
 
     def binary(self, op, a, b):
+        """out = op(a, b) elementwise (elementwise.cu); broadcasting reads each operand with stride 0 on broadcast axes."""
         a32, b32 = self._f32_operand(a), self._f32_operand(b)
         if a32 is None or b32 is None or not (isinstance(a, self.xp.ndarray) or isinstance(b, self.xp.ndarray)):
             if op == "relu_backward":  # a = grad, b = relu's output y
@@ -161,6 +170,7 @@ class CudaKernels:
     # ------------------------------------------------------------ reductions (reduce.cu)
 
     def reduce(self, op, x, axis, keepdims):
+        """op (sum, max, min, mean) over ``axis``: the reduced axes are moved last, one block reduces each row."""
         axes = tuple(range(x.ndim)) if axis is None else tuple(
             a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
         kept = [d for d in range(x.ndim) if d not in axes]
@@ -184,22 +194,26 @@ class CudaKernels:
         return axis, xt, xt.size // max(x.shape[axis], 1), x.shape[axis]
 
     def softmax_like(self, mode, x, axis):
+        """softmax, log_softmax or logsumexp (``mode``) along ``axis``: the axis moved last, one block per row."""
         axis, xt, rows, C = self._rows_last(x, axis)
         out = self.xp.empty(xt.shape[:-1] if mode == LOGSUMEXP else xt.shape, F32)
         self.launch_rows("softmax", "softmax_rows", rows, C, (i32(mode), xt, out, i64(rows), i64(C)))
         return out if mode == LOGSUMEXP else self.xp.moveaxis(out, -1, axis)
 
     def softmax(self, x, axis):
+        """e^(x - max) / sum e^(x - max) along ``axis`` (softmax.cu for float32)."""
         if not self.is_f32(x) or x.size == 0:
             return self.glue["softmax"](x, axis)
         return self.softmax_like(SOFTMAX, x, axis)
 
     def log_softmax(self, x, axis):
+        """x - logsumexp(x) along ``axis`` (softmax.cu for float32)."""
         if not self.is_f32(x) or x.size == 0:
             return self.glue["log_softmax"](x, axis)
         return self.softmax_like(LOG_SOFTMAX, x, axis)
 
     def logsumexp(self, x, axis, keepdims=False):
+        """max + log sum e^(x - max) along ``axis`` (softmax.cu for float32)."""
         if not self.is_f32(x) or x.size == 0:
             return self.glue["logsumexp"](x, axis, keepdims)
         out = self.softmax_like(LOGSUMEXP, x, axis)
@@ -271,6 +285,7 @@ class CudaKernels:
     # ------------------------------------------------------------ convolution (conv.cu + matmul.cu)
 
     def conv_dims(self, x_shape, kernel, stride, padding, dilation):
+        """The int32 dims array the conv and pool kernels read: N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW."""
         N, C, H, W = x_shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
         OH = numpy_ref.conv_out_size(H, kh, sh, ph, dh)
@@ -281,6 +296,7 @@ class CudaKernels:
         return self.xp.asarray(dims, dtype=np.int32)
 
     def im2col(self, x, dims):
+        """x (N, C, H, W) -> cols (N, C*kh*kw, OH*OW): every input patch as a column (conv.cu im2col)."""
         N, C, kh, kw, OH, OW = dims[0], dims[1], dims[4], dims[5], dims[12], dims[13]
         cols = self.xp.empty((N, C * kh * kw, OH * OW), F32)
         self.launch_1d("conv", "im2col", cols.size, (x, cols, self._dims_array(dims)))
@@ -361,6 +377,7 @@ class CudaKernels:
     # ------------------------------------------------------------ pooling (pool.cu)
 
     def max_pool2d(self, x, kernel, stride, padding, dilation=(1, 1)):
+        """(y, winner): the max over each window, and which window offset gave it (pool.cu)."""
         if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
             return self.glue["max_pool2d"](x, kernel, stride, padding, dilation)
         x = self.contiguous(x)
@@ -372,6 +389,7 @@ class CudaKernels:
         return out, winner
 
     def max_pool2d_backward(self, grad, winner, x_shape, kernel, stride, padding, dilation=(1, 1)):
+        """dx: each output's gradient added to the input its window's winner came from (pool.cu)."""
         if not self.is_f32(grad) or len(x_shape) != 4:
             return self.glue["max_pool2d_backward"](grad, winner, x_shape, kernel, stride, padding, dilation)
         dims = self.conv_dims(x_shape, kernel, stride, padding, dilation)
@@ -382,6 +400,7 @@ class CudaKernels:
         return dx
 
     def avg_pool2d(self, x, kernel, stride, padding):
+        """The mean over each window, zero padding counted (pool.cu)."""
         if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
             return self.glue["avg_pool2d"](x, kernel, stride, padding)
         x = self.contiguous(x)
@@ -391,6 +410,7 @@ class CudaKernels:
         return out
 
     def avg_pool2d_backward(self, grad, x_shape, kernel, stride, padding):
+        """dx: each input gets 1/(kh kw) of the gradient of every window covering it (pool.cu)."""
         if not self.is_f32(grad) or len(x_shape) != 4:
             return self.glue["avg_pool2d_backward"](grad, x_shape, kernel, stride, padding)
         dims = self.conv_dims(x_shape, kernel, stride, padding, (1, 1))
@@ -401,6 +421,9 @@ class CudaKernels:
     # ------------------------------------------------------------ batch norm (batchnorm.cu)
 
     def batch_norm(self, x, weight, bias, eps):
+        """y = (x - mean) * invstd * weight + bias with per-channel (axis 1) batch statistics;
+        returns (y, mean, biased var, invstd = 1 / sqrt(var + eps)) (batchnorm.cu).
+        """
         if not self.is_f32(x, weight, bias) or x.ndim < 2 or x.size == 0:
             return self.glue["batch_norm"](x, weight, bias, eps)
         x, weight, bias = self.contiguous(x), self.contiguous(weight), self.contiguous(bias)
@@ -415,6 +438,9 @@ class CudaKernels:
         return y, mean, var, invstd
 
     def batch_norm_backward(self, grad, x, weight, mean, invstd):
+        """(dx, dweight, dbias) of batch_norm: dbias = sum g, dweight = sum g xhat,
+        dx = weight invstd (g - dbias/n - xhat dweight/n), sums per channel (batchnorm.cu).
+        """
         if not self.is_f32(grad, x, weight, mean, invstd) or x.ndim < 2 or x.size == 0:
             return self.glue["batch_norm_backward"](grad, x, weight, mean, invstd)
         grad, x = self.contiguous(grad), self.contiguous(x)
@@ -440,6 +466,7 @@ class CudaKernels:
         return ids
 
     def embedding(self, weight, ids):
+        """out[..., :] = weight[ids[...], :]: one row per id (embedding.cu gather)."""
         if not self.is_f32(weight) or weight.ndim != 2 or self.xp.asarray(ids).dtype.kind not in "iu":
             return self.glue["embedding"](weight, ids)
         weight = self.contiguous(weight)
@@ -451,6 +478,7 @@ class CudaKernels:
         return out
 
     def embedding_backward(self, grad, ids, num_embeddings):
+        """dweight (num_embeddings, D): each grad row added to its id's row (embedding.cu, an atomic scatter-add)."""
         if not self.is_f32(grad) or grad.ndim < 1 or self.xp.asarray(ids).dtype.kind not in "iu":
             return self.glue["embedding_backward"](grad, ids, num_embeddings)
         ids = self._ids(ids, num_embeddings)
@@ -563,6 +591,7 @@ def emu_backend():
 
 
 def import_cupy():
+    """The cupy module, or an ImportError that says how to install it (or to use device='emu')."""
     try:
         import cupy
     except ImportError as e:

@@ -35,6 +35,7 @@ SANITIZE_FLAGS = {"": [], "thread": ["-fsanitize=thread", "-g"]}
 
 
 def cxx_flags():
+    """The g++ flags for building a kernel module, plus ThreadSanitizer's when MINIDL_EMU_SANITIZE=thread."""
     choice = os.environ.get("MINIDL_EMU_SANITIZE", "")
     if choice not in SANITIZE_FLAGS:
         raise ValueError(f"MINIDL_EMU_SANITIZE={choice!r}: use 'thread' (ThreadSanitizer) or leave it unset")
@@ -113,6 +114,7 @@ class EmuModule:
         self.library.emu_last_error.restype = ctypes.c_char_p
 
     def get_function(self, name):
+        """The kernel ``name`` of this file, callable as ``kernel(grid, block, args)``; AttributeError if absent."""
         if name not in self.names:
             raise AttributeError(f"emu: {self.path.name} has no kernel {name!r} (it has {self.names})")
         return EmuKernel(self, name)

@@ -20,34 +20,42 @@ xp = np  # the array module: numpy here, cupy on the GPU
 # ---------------------------------------------------------------- arrays and copies
 
 def asarray(data, dtype=None):
+    """``data`` as a numpy array (no copy when it already is one of that dtype)."""
     return np.asarray(data, dtype=dtype)
 
 
 def to_numpy(a):
+    """The array as numpy (the identity on this backend)."""
     return np.asarray(a)
 
 
 def zeros(shape, dtype):
+    """A new array of ``shape`` filled with 0."""
     return np.zeros(shape, dtype=dtype)
 
 
 def ones(shape, dtype):
+    """A new array of ``shape`` filled with 1."""
     return np.ones(shape, dtype=dtype)
 
 
 def full(shape, value, dtype):
+    """A new array of ``shape`` filled with ``value``."""
     return np.full(shape, value, dtype=dtype)
 
 
 def arange(start, stop, step, dtype):
+    """start, start + step, ... below stop, as ``dtype``."""
     return np.arange(start, stop, step, dtype=dtype)
 
 
 def copy(a):
+    """A copy in new memory."""
     return np.array(a, copy=True)
 
 
 def astype(a, dtype):
+    """``a`` converted to ``dtype`` (``a`` itself when it already has it)."""
     return a.astype(dtype, copy=False)
 
 
@@ -69,6 +77,7 @@ def sigmoid(x):
 
 
 def relu(x):
+    """max(x, 0) elementwise."""
     return np.maximum(x, 0)
 
 
@@ -88,22 +97,27 @@ def erf(x):
 # ---------------------------------------------------------------- reductions
 
 def sum(x, axis=None, keepdims=False):
+    """Sum over ``axis`` (an int, a tuple, or None for all)."""
     return np.sum(x, axis=axis, keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims=False):
+    """The largest value over ``axis``."""
     return np.max(x, axis=axis, keepdims=keepdims)
 
 
 def min(x, axis=None, keepdims=False):
+    """The smallest value over ``axis``."""
     return np.min(x, axis=axis, keepdims=keepdims)
 
 
 def argmax(x, axis=None, keepdims=False):
+    """The index of the largest value along ``axis`` (the first on a tie; of the flattened array for None)."""
     return np.argmax(x, axis=axis, keepdims=keepdims)
 
 
 def argmin(x, axis=None, keepdims=False):
+    """The index of the smallest value along ``axis`` (the first on a tie; of the flattened array for None)."""
     return np.argmin(x, axis=axis, keepdims=keepdims)
 
 
@@ -122,24 +136,29 @@ def logsumexp(x, axis, keepdims=False):
 
 
 def log_softmax(x, axis):
+    """x_i - log sum_j exp(x_j) along ``axis``, computed stably through logsumexp."""
     return x - logsumexp(x, axis, keepdims=True)
 
 
 # ---------------------------------------------------------------- shapes and indexing
 
 def reshape(x, shape):
+    """The same values in a new shape (a view where numpy can)."""
     return np.reshape(x, shape)
 
 
 def transpose(x, axes):
+    """The axes reordered: output axis i is input axis axes[i] (a view)."""
     return np.transpose(x, axes)
 
 
 def broadcast_to(x, shape):
+    """A read-only view of ``x`` repeated along size-1 axes to ``shape``."""
     return np.broadcast_to(x, shape)
 
 
 def concatenate(arrays, axis):
+    """The arrays joined along ``axis``."""
     return np.concatenate(arrays, axis=axis)
 
 
@@ -149,6 +168,7 @@ def pad(x, widths, value=0):
 
 
 def getitem(x, index):
+    """x[index] with numpy's indexing rules (basic indices give a view)."""
     return x[index]
 
 
@@ -198,6 +218,7 @@ def matmul(a, b):
 # matmuls, and col2im adds the patch gradients back where the patches came from.
 
 def conv_out_size(size, kernel, stride, padding, dilation):
+    """floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1: a conv's or pool's output length."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -311,6 +332,7 @@ def adaptive_bins(size, out_size):
 
 
 def adaptive_avg_pool2d(x, out_size):
+    """(N, C, H, W) -> (N, C, OH, OW): each output cell is the mean of its adaptive_bins window."""
     N, C, H, W = x.shape
     out = np.empty((N, C) + tuple(out_size), dtype=x.dtype)
     for i, (h0, h1) in enumerate(adaptive_bins(H, out_size[0])):
@@ -320,6 +342,7 @@ def adaptive_avg_pool2d(x, out_size):
 
 
 def adaptive_avg_pool2d_backward(grad, x_shape):
+    """Each input in an output cell's window gets the cell's gradient / (window height * width)."""
     H, W = x_shape[2:]
     dx = np.zeros(x_shape, dtype=grad.dtype)
     for i, (h0, h1) in enumerate(adaptive_bins(H, grad.shape[2])):
