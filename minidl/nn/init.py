@@ -43,10 +43,12 @@ def _fill(t, host):
 
 
 def uniform_(t, a=0.0, b=1.0):
+    """Fill t with values drawn from U(a, b), in place."""
     return _fill(t, random.generator().uniform(a, b, t.shape))
 
 
 def normal_(t, mean=0.0, std=1.0):
+    """Fill t with values drawn from N(mean, std^2), in place."""
     return _fill(t, random.generator().normal(mean, std, t.shape))
 
 
@@ -62,6 +64,7 @@ def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 
 def constant_(t, value):
+    """Fill t with ``value``, in place."""
     with no_grad():
         t.data[...] = value
         t._version_counter.value += 1
@@ -69,10 +72,12 @@ def constant_(t, value):
 
 
 def zeros_(t):
+    """Fill t with 0, in place."""
     return constant_(t, 0.0)
 
 
 def ones_(t):
+    """Fill t with 1, in place."""
     return constant_(t, 1.0)
 
 
@@ -102,6 +107,7 @@ def xavier_uniform_(t, gain=1.0):
 
 
 def xavier_normal_(t, gain=1.0):
+    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(t)
     return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 

@@ -133,7 +133,10 @@ class Embedding(Module):
 
 def _activation(name, fn, doc):
     """A parameter-free layer that applies ``fn``."""
-    return type(name, (Module,), {"forward": lambda self, x: fn(x), "__doc__": doc})
+    def forward(self, x):
+        return fn(x)
+    forward.__doc__ = doc  # so help(ReLU.forward) shows the math
+    return type(name, (Module,), {"forward": forward, "__doc__": doc})
 
 
 ReLU = _activation("ReLU", F.relu, "max(x, 0)")
@@ -170,6 +173,8 @@ class Flatten(Module):
 
 
 class MaxPool2d(Module):
+    """The max over each kernel_size window of an (N, C, H, W) input, windows stride apart (default: kernel_size)."""
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
@@ -182,6 +187,8 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
+    """The mean over each kernel_size window of an (N, C, H, W) input, windows stride apart (default: kernel_size)."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -194,6 +201,8 @@ class AvgPool2d(Module):
 
 
 class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed (OH, OW) = output_size whatever H and W: windows tile the input evenly."""
+
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
@@ -206,6 +215,8 @@ class AdaptiveAvgPool2d(Module):
 
 
 class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    """Max pooling to a fixed (OH, OW) = output_size whatever H and W: windows tile the input evenly."""
+
     def forward(self, x):
         return F.adaptive_max_pool2d(x, self.output_size)
 
@@ -250,6 +261,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, module):
+        """Add ``module`` at the end (named by its position); returns self."""
         setattr(self, str(len(self)), module)
         return self
 
@@ -263,6 +275,7 @@ class ModuleList(Module):
             self.append(m)
 
     def append(self, module):
+        """Add ``module`` at the end (named by its position); returns self."""
         setattr(self, str(len(self._modules)), module)
         return self
 

@@ -15,6 +15,9 @@ class CrossEntropyLoss(Module):
         self.reduction, self.label_smoothing = reduction, label_smoothing
 
     def forward(self, input, target):
+        """mean_i of -log softmax(input_i)[target_i], input (N, C) raw scores, target (N,) class ids
+        (with label smoothing e: (1 - e) * that + e * mean_j of -log softmax(input_i)_j).
+        """
         return F.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
@@ -24,16 +27,19 @@ class MSELoss(Module):
         self.reduction = reduction
 
     def forward(self, input, target):
+        """mean of (input - target)^2 (or sum, or none, as ``reduction`` says); same shapes."""
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class L1Loss(MSELoss):
     def forward(self, input, target):
+        """mean of |input - target| (or sum, or none, as ``reduction`` says); same shapes."""
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(MSELoss):
     def forward(self, input, target):
+        """mean of -[t log s(x) + (1 - t) log(1 - s(x))], s the sigmoid, computed stably from the raw scores x."""
         return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
 
 
@@ -45,15 +51,18 @@ class CrossEntropyLossFlat(CrossEntropyLoss):
         self.axis = axis
 
     def forward(self, input, target):
+        """Cross-entropy with the classes moved to the last axis and every other axis flattened into the batch."""
         axis = self.axis % input.ndim
         if axis != input.ndim - 1:  # classes along another axis (N, C, H, W): move them last
             input = input.permute(*[d for d in range(input.ndim) if d != axis], axis)
         return super().forward(input.reshape(-1, input.shape[-1]), target.reshape(-1))
 
     def activation(self, out):
+        """Probabilities: softmax of the raw outputs along the class axis."""
         return F.softmax(out, self.axis)
 
     def decodes(self, out):
+        """The predicted class: argmax along the class axis."""
         return out.argmax(dim=self.axis)
 
 
@@ -86,7 +95,9 @@ class BCEWithLogitsLossFlat(_FlatPair, BCEWithLogitsLoss):
         self.thresh = thresh
 
     def activation(self, out):
+        """Probabilities: sigmoid(out) = 1 / (1 + e^-out)."""
         return F.sigmoid(out)
 
     def decodes(self, out):
+        """The predicted labels: out > thresh (out already probabilities)."""
         return out > self.thresh

@@ -103,9 +103,11 @@ class Module:
             stack.extend(reversed(children))
 
     def modules(self):
+        """This module and every module below it (each shared module once)."""
         return (m for _, m in self.named_modules())
 
     def named_children(self):
+        """(name, module) for the direct submodules, each shared one once."""
         seen = set()
         for n, m in self._modules.items():
             if m is not None and id(m) not in seen:
@@ -113,6 +115,7 @@ class Module:
                 yield n, m
 
     def children(self):
+        """The direct submodules."""
         return (m for _, m in self.named_children())
 
     def _named(self, table, recurse=True):
@@ -125,15 +128,19 @@ class Module:
                 yield (f"{path}.{name}" if path else name), t
 
     def named_parameters(self, recurse=True):
+        """(dotted name, parameter) for the parameters here and (if recurse) below, each shared one once."""
         return self._named("_parameters", recurse)
 
     def parameters(self, recurse=True):
+        """The parameters here and (if recurse) below, each shared one once: what an optimizer updates."""
         return (p for _, p in self.named_parameters(recurse))
 
     def named_buffers(self, recurse=True):
+        """(dotted name, buffer) for the non-trained state (e.g. batch norm's running statistics)."""
         return self._named("_buffers", recurse)
 
     def buffers(self, recurse=True):
+        """The buffers here and (if recurse) below: state that is saved but not trained."""
         return (b for _, b in self.named_buffers(recurse))
 
     # ---------------------------------------------------------------- modes and devices
@@ -144,14 +151,17 @@ class Module:
         return self
 
     def eval(self):
+        """Evaluation mode (dropout off, batch norm uses its running statistics): train(False)."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad=True):
+        """Turn gradients on or off for every parameter (False freezes the module)."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self):
+        """Forget every parameter's gradient (grad = None) before the next backward."""
         for p in self.parameters():
             p.grad = None
 
@@ -216,12 +226,14 @@ class Module:
 
     # ---------------------------------------------------------------- calling and printing
     def forward(self, *args, **kwargs):
+        """The module's computation: y = f(x; parameters). Subclasses define it; calling the module runs it."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
     def extra_repr(self):
+        """The module's settings shown in its repr, e.g. "in_features=3, out_features=2"."""
         return ""
 
     def __repr__(self):
