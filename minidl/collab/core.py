@@ -112,6 +112,7 @@ class CollabDataLoaders(DataLoaders):
         self.n_inputs = 1  # the model takes one (bs, 2) tensor
 
     def dataset(self, idx):
+        """An ArrayDataset of ([user, item] codes (N, 2), ratings (N, 1)) for the rows at positions ``idx``."""
         cats, _, ratings = self.to_pandas.arrays(self.to_pandas.items.iloc[idx])  # no continuous columns
         return ArrayDataset(cats, ratings)
 

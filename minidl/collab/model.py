@@ -45,6 +45,9 @@ class EmbeddingDotBias(nn.Module):
         return model
 
     def forward(self, x):
+        """x (N, 2) [user, item] codes -> (N, 1): u_weight[u] . i_weight[i] + u_bias[u] + i_bias[i],
+        through sigmoid_range(., *y_range) when y_range is given.
+        """
         if x.ndim != 2 or x.shape[1] != 2:
             raise ValueError(f"EmbeddingDotBias: the input must be (batch, 2) [user, item] codes, got shape "
                              f"{tuple(x.shape)}")

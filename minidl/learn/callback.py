@@ -51,6 +51,9 @@ class CancelStepException(Exception):
 
 
 class Callback:
+    """Code run at the Learner's events: define before_fit, after_batch... (see the module docstring);
+    ``order`` sets when it runs among the others, and unknown attributes are read from ``self.learn``.
+    """
     order = 0
     learn = None
 
@@ -73,21 +76,26 @@ class TrainEvalCallback(Callback):
     order = -10
 
     def before_fit(self):
+        """Start counting: train_iter = 0, epochs_done = the epoch training starts from."""
         self.learn.train_iter = 0
         self.learn.epochs_done = self.learn.start_epoch
 
     def after_epoch(self):
+        """Record the epoch as done (epochs_done = epoch + 1)."""
         self.learn.epochs_done = self.epoch + 1
 
     def before_train(self):
+        """Training mode: learn.training = True and model.train() (dropout on, batch statistics)."""
         self.learn.training = True
         self.model.train()
 
     def before_validate(self):
+        """Evaluation mode: learn.training = False and model.eval() (dropout off, running statistics)."""
         self.learn.training = False
         self.model.eval()
 
     def after_batch(self):
+        """Count one more training iteration (train_iter += 1) after a training batch."""
         if self.training:
             self.learn.train_iter += 1
 
@@ -104,9 +112,11 @@ class ParamScheduler(Callback):
         self.scheds = scheds
 
     def before_fit(self):
+        """Set each scheduled hyper-parameter to sched(pct_train) before the first batch."""
         self._set(self.learn.pct_train)
 
     def before_batch(self):
+        """Set each scheduled hyper-parameter to sched(pct_train), pct_train in [0, 1], before a training batch."""
         if self.training:
             self._set(self.learn.pct_train)
 
@@ -126,6 +136,7 @@ class TrackerCallback(Callback):
         self.comp = comp
 
     def before_fit(self):
+        """Check the monitored name is recorded (and measurable), and reset best to the worst value (+-inf)."""
         names = self.recorder.metric_names
         if self.monitor not in names:
             raise ValueError(f"{type(self).__name__}: cannot monitor {self.monitor!r}; recorded values are "
@@ -137,6 +148,8 @@ class TrackerCallback(Callback):
         self.improved = False
 
     def after_epoch(self):
+        """improved = comp(value -+ min_delta, best): better than the best by more than min_delta?
+        If so, value becomes the new best."""
         value = self.recorder.last_values[self.monitor]
         delta = -self.min_delta if self.comp is np.less else self.min_delta
         self.improved = value is not None and bool(self.comp(value - delta, self.best))
@@ -154,6 +167,7 @@ class SaveModelCallback(TrackerCallback):
         self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
 
     def after_epoch(self):
+        """Save the model when the monitored value improved (or every epoch, as ``{fname}_{epoch}``)."""
         if self.every_epoch:
             self.learn.save(f"{self.fname}_{self.epoch}", with_opt=self.with_opt)
             return
@@ -163,6 +177,7 @@ class SaveModelCallback(TrackerCallback):
             self.learn.save(self.fname, with_opt=self.with_opt)
 
     def after_fit(self):
+        """Save the final model (at_end), or load back the best one saved."""
         if self.at_end:
             self.learn.save(self.fname, with_opt=self.with_opt)
         elif not self.every_epoch and np.isfinite(self.best):
@@ -177,10 +192,12 @@ class EarlyStoppingCallback(TrackerCallback):
         self.patience = patience
 
     def before_fit(self):
+        """Reset the tracking and the count of epochs without improvement."""
         super().before_fit()
         self.waited = 0
 
     def after_epoch(self):
+        """Count the epochs without improvement; after ``patience`` of them, stop (CancelFitException)."""
         super().after_epoch()
         self.waited = 0 if self.improved else self.waited + 1
         if self.waited >= self.patience:

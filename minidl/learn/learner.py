@@ -36,6 +36,9 @@ def trainable_params(model):
 
 
 class Learner:
+    """A model, its data, loss and optimizer, and the training loop whose events callbacks hook into
+    (fastai's Learner)."""
+
     def __init__(self, dls, model, loss_func=None, opt_func=fastai_adam, lr=1e-3, splitter=trainable_params,
                  cbs=None, metrics=None, path=".", model_dir="models", wd=None, wd_bn_bias=False, train_bn=True,
                  moms=(0.95, 0.85, 0.95)):
@@ -70,6 +73,7 @@ class Learner:
 
     # ---------------------------------------------------------------- callbacks and events
     def add_cbs(self, cbs):
+        """Add callbacks (instances or classes), each also reachable as ``learn.<cb.name>``; returns self."""
         for cb in cbs if isinstance(cbs, (list, tuple)) else [cbs]:
             cb = cb() if isinstance(cb, type) else cb
             cb.learn = self
@@ -78,6 +82,7 @@ class Learner:
         return self
 
     def remove_cbs(self, cbs):
+        """Remove callbacks added with add_cbs (and their ``learn.<cb.name>`` attribute)."""
         for cb in cbs:
             self.cbs.remove(cb)
             if getattr(self, cb.name, None) is cb:
@@ -85,6 +90,7 @@ class Learner:
 
     @contextlib.contextmanager
     def added_cbs(self, cbs):
+        """A context manager: the callbacks are added for the ``with`` block only (fit's ``cbs``)."""
         cbs = cbs if isinstance(cbs, (list, tuple)) else [cbs] if cbs is not None else []
         cbs = [cb() if isinstance(cb, type) else cb for cb in cbs]
         self.add_cbs(cbs)
@@ -192,6 +198,9 @@ class Learner:
 
     # ---------------------------------------------------------------- optimizer and freezing
     def create_opt(self):
+        """Build the optimizer from opt_func over the splitter's parameter groups, with weight decay wd
+        (none for biases and batch norm weights unless wd_bn_bias).
+        """
         self.opt = self.opt_func([{"params": list(g)} for g in self.splitter(self.model)], self.lr)
         if self.wd is not None:
             self.opt.set_hyper("wd", self.wd)
@@ -225,6 +234,7 @@ class Learner:
         self.freeze_to(-1)
 
     def unfreeze(self):
+        """Make every parameter group trainable again (freeze_to(0))."""
         self.freeze_to(0)
 
     # ---------------------------------------------------------------- the learning-rate finder

@@ -16,6 +16,9 @@ SuggestedLRs = namedtuple("SuggestedLRs", ["valley", "minimum", "steep"])
 
 
 class LRFinder(Callback):
+    """The callback of Learner.lr_find: lr grows as start_lr * (end_lr / start_lr)^(iter / num_it), training stops
+    after num_it batches or once the smoothed loss exceeds 4 x its best (stop_div).
+    """
     order = 60  # after the Recorder (50) has smoothed this batch's loss
 
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True):
@@ -24,14 +27,18 @@ class LRFinder(Callback):
         self.start_lr, self.end_lr, self.num_it, self.stop_div = start_lr, end_lr, num_it, stop_div
 
     def before_fit(self):
+        """Reset the best smoothed loss seen."""
         self.best_loss = math.inf
 
     def before_batch(self):
+        """Set lr = start_lr * (end_lr / start_lr)^(train_iter / num_it): an exponential sweep."""
         if self.training:
             pct = self.train_iter / self.num_it
             self.opt.set_hyper("lr", self.start_lr * (self.end_lr / self.start_lr) ** pct)
 
     def after_batch(self):
+        """Stop (CancelFitException) after num_it batches, or once the smoothed loss diverges:
+        above 4 x its best, or not finite."""
         if not self.training:
             return
         smooth = self.recorder.smooth_losses[-1]
@@ -41,6 +48,7 @@ class LRFinder(Callback):
             raise CancelFitException()
 
     def before_validate(self):
+        """Skip validation: the sweep only needs training losses."""
         raise CancelValidateException()
 
 

@@ -16,9 +16,11 @@ class Metric:
     name = "metric"
 
     def reset(self):
+        """Forget everything seen: called before each validation pass."""
         raise NotImplementedError
 
     def accumulate(self, preds, targets):
+        """Take one batch's predictions and targets into account."""
         raise NotImplementedError
 
     @property
@@ -31,9 +33,11 @@ class AvgMetric(Metric):
         self.fn, self.name = fn, name or fn.__name__
 
     def reset(self):
+        """total = 0, count = 0."""
         self.total, self.count = 0.0, 0
 
     def accumulate(self, preds, targets):
+        """total += fn(preds, targets) * n, count += n, n the batch size: value = total / count is the per-item mean."""
         n = len(targets)
         self.total += float(self.fn(preds, targets)) * n
         self.count += n
@@ -48,9 +52,11 @@ class AccumMetric(Metric):
         self.fn, self.name, self.activation = fn, name or fn.__name__, activation
 
     def reset(self):
+        """Drop the gathered predictions and targets."""
         self.preds, self.targets = [], []
 
     def accumulate(self, preds, targets):
+        """Keep this batch's predictions (after ``activation``, if any) and targets as numpy arrays."""
         preds = self.activation(preds) if self.activation is not None else preds
         self.preds.append(preds.detach().numpy().copy())
         self.targets.append(targets.detach().numpy().copy())
@@ -63,6 +69,7 @@ class AccumMetric(Metric):
 
 
 def as_metric(m):
+    """``m`` itself if it is a Metric, else the function ``m(preds, targets)`` wrapped as an AvgMetric."""
     return m if isinstance(m, Metric) else AvgMetric(m)
 
 

@@ -14,6 +14,9 @@ from .metrics import as_metric
 
 
 class Recorder(Callback):
+    """Records each training batch's loss, smoothed loss s_t = (beta s_(t-1) + (1 - beta) loss_t) / (1 - beta^t), lr
+    and momentum, and each epoch's train_loss, valid_loss (item-weighted mean) and metrics.
+    """
     order = 50
     beta = 0.98  # smoothing of the training loss: an exponential moving average, debiased
 
@@ -31,14 +34,18 @@ class Recorder(Callback):
         return dict(zip(self.metric_names[1:-1], self.values[-1])) if self.values else {}
 
     def before_fit(self):
+        """Start empty lists of losses, rates and epoch rows, and restart the loss smoothing."""
         self.lrs, self.moms, self.losses, self.smooth_losses, self.values = [], [], [], [], []
         self._average, self._count = 0.0, 0
         self.valid_values = [None] * (1 + len(self.metrics))
 
     def before_epoch(self):
+        """Start the epoch's clock."""
         self.start_time = time.perf_counter()
 
     def after_batch(self):
+        """Record a training batch's loss, smoothed loss, lr and momentum; add a validation batch's
+        loss and predictions to the running sums and metrics."""
         if self.loss is None:  # cancelled before the loss, or no targets
             return
         if self.training:
@@ -56,6 +63,7 @@ class Recorder(Callback):
         self.moms.append(self.opt.param_groups[-1].get("mom"))
 
     def before_validate(self):
+        """Zero the validation loss sum and reset every metric."""
         self._valid_total, self._valid_count = 0.0, 0
         for m in self.metrics:
             m.reset()
@@ -68,10 +76,12 @@ class Recorder(Callback):
             m.accumulate(self.pred, *self.yb)
 
     def after_validate(self):
+        """valid_loss = sum of batch loss * batch size / items seen, and each metric's value."""
         valid_loss = self._valid_total / self._valid_count if self._valid_count else None
         self.valid_values = [valid_loss] + [m.value for m in self.metrics]
 
     def after_epoch(self):
+        """Append the epoch's row: train_loss (the last smoothed loss), valid_loss, metrics; and its time."""
         train_loss = self.smooth_losses[-1] if self.smooth_losses else None
         self.values.append([train_loss] + self.valid_values)
         self.epoch_time = time.perf_counter() - self.start_time
@@ -148,15 +158,18 @@ class ProgressCallback(Callback):
         return self.out or sys.stdout
 
     def before_fit(self):
+        """Read learn.show_progress; the table header is printed at the first epoch."""
         self.show = getattr(self.learn, "show_progress", True)
         self.header_printed = False
 
     def before_epoch(self):
+        """Print the table header (epoch, train_loss, valid_loss, metrics, time) once per fit."""
         if self.show and not self.header_printed:
             print("".join(f"{name:<12}" for name in self.recorder.metric_names).rstrip(), file=self._stream)
             self.header_printed = True
 
     def after_batch(self):
+        """Redraw the progress bar (done / batches) on stderr, when it is a terminal."""
         if self.show and sys.stderr.isatty():
             n = len(self.dl)
             done = self.iter + 1
@@ -166,6 +179,7 @@ class ProgressCallback(Callback):
                   file=sys.stderr, flush=True)
 
     def after_epoch(self):
+        """Print the epoch's row of the table."""
         if not self.show:
             return
         row = [str(self.epoch)] + [_fmt(v) for v in self.recorder.values[-1]] + [_clock(self.recorder.epoch_time)]

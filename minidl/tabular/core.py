@@ -20,6 +20,9 @@ NA = "#na#"
 
 
 class TabularProc:
+    """One step of preparing a table (fastai's procs): ``setup`` learns from the training rows,
+    ``encode`` applies it to any rows; procs run in ``order``.
+    """
     order = 0
 
     def setup(self, to, train):
@@ -63,6 +66,7 @@ class Categorify(TabularProc):
             df[c] = df[c].map(codes).fillna(0).astype(np.int64)
 
     def decode(self, col, codes):
+        """Codes of column ``col`` back to the category values: vocab[code] (code 0 is #na#)."""
         vocab = self.classes[col]
         return [vocab[int(i)] for i in codes]
 
@@ -80,6 +84,7 @@ class Normalize(TabularProc):
             df[c] = (df[c].astype(np.float64) - self.means[c]) / self.stds[c]
 
     def decode(self, col, values):
+        """values * std + mean of column ``col``: the inverse of encode."""
         return np.asarray(values) * self.stds[col] + self.means[col]
 
 
@@ -158,6 +163,7 @@ class TabularPandas:
         return cats, conts, df[self.y_names].to_numpy(np.float32)
 
     def dataset(self, idx):
+        """An ArrayDataset of (cats, conts, targets) for the processed rows at positions ``idx``."""
         return ArrayDataset(*self.arrays(self.items.iloc[idx]))
 
     @property
@@ -182,6 +188,7 @@ class TabularPandas:
         return out
 
     def dataloaders(self, bs=64, device="cpu", seed=None, **kwargs):
+        """TabularDataLoaders over the training and validation splits, batches of ``bs`` rows."""
         return TabularDataLoaders(self, bs=bs, device=device, seed=seed, **kwargs)
 
 

@@ -43,6 +43,7 @@ class SigmoidRange(nn.Module):
         self.low, self.high = low, high
 
     def forward(self, x):
+        """low + (high - low) * sigmoid(x): values squashed into (low, high)."""
         return sigmoid_range(x, self.low, self.high)
 
     def extra_repr(self):
@@ -50,6 +51,7 @@ class SigmoidRange(nn.Module):
 
 
 def sigmoid_range(x, low, high):
+    """low + (high - low) * sigmoid(x): values squashed into (low, high) (fastai puts ratings in (0, 5.5))."""
     return F.sigmoid(x) * (high - low) + low
 
 
@@ -87,6 +89,9 @@ class TabularModel(nn.Module):
         self.layers = nn.Sequential(*blocks)
 
     def forward(self, x_cat, x_cont=None):
+        """x_cat int64 (N, n_cat) codes, x_cont float (N, n_cont) -> (N, out_sz):
+        the embeddings and (batch-normed) continuous columns concatenated, then the layers.
+        """
         parts = []
         if len(self.embeds):
             parts.append(self.emb_drop(cat([e(x_cat[:, i]) for i, e in enumerate(self.embeds)], dim=1)))

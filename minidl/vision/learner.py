@@ -96,6 +96,7 @@ class BnFreeze(Callback):
     order = -5  # after TrainEvalCallback (-10) has put the whole model in train mode
 
     def before_train(self):
+        """Put every batch norm layer whose parameters are all frozen in eval mode (running statistics)."""
         for m in self.learn.model.modules():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not any(
                     p.requires_grad for p in m.parameters(recurse=False)):
@@ -115,6 +116,7 @@ class FreezeBodyBnStats(Callback):
     order = -5
 
     def before_train(self):
+        """Put every batch norm layer of the body (``model[0]``) in eval mode, frozen or not."""
         for m in self.learn.model[0].modules():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.eval()

@@ -150,6 +150,7 @@ class BatchTransform:
         return self.encodes(x) if train or not self.train_only else x
 
     def encodes(self, x):
+        """The transform of a training batch: x (N, 3, H, W) float32 -> a new array of the same shape."""
         raise NotImplementedError
 
 
@@ -190,6 +191,9 @@ class AffineAugment(BatchTransform):
         return m
 
     def encodes(self, x):
+        """Each image resampled at A p + t with its own random flip/rotation/zoom matrix (see the class);
+        images whose matrix is the identity are left as they are.
+        """
         n, _, height, width = x.shape
         m = self.matrices(n, height, width)
         moved = ~np.all(np.isclose(m, [[1, 0, 0], [0, 1, 0]]), axis=(1, 2))
@@ -260,6 +264,7 @@ class Lighting(BatchTransform):
         self.max_lighting, self.p = max_lighting, p
 
     def encodes(self, x):
+        """x' = sigmoid(c logit(x) + logit(b)) per image, with its own random brightness b and contrast c."""
         n = x.shape[0]
         rng, lo = _random.generator(), 1 - self.max_lighting
         brightness = np.where(rng.random(n) < self.p, rng.uniform(0.5 * lo, 0.5 * (1 + self.max_lighting), n), 0.5)
@@ -313,9 +318,11 @@ class Normalize(BatchTransform):
         return cls(mean, std)
 
     def encodes(self, x):
+        """x' = (x - mean) / std per channel."""
         return (x - self.mean) / self.std
 
     def decode(self, x):
+        """x = x' * std + mean per channel: the inverse of encodes (to show a batch)."""
         return x * self.std + self.mean
 
     def __repr__(self):

@@ -55,6 +55,7 @@ BN_EPS, BN_MOMENTUM = 1e-3, 0.01
 
 
 def batch_norm(channels):
+    """BatchNorm2d with TensorFlow's settings (eps 1e-3, momentum 0.01), as the Lite0 weights were trained."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
@@ -72,6 +73,9 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, groups=groups, bias=bias)
 
     def forward(self, x):
+        """Pad x by same_padding for its own H and W (extra row/column at the bottom/right), then convolve:
+        out = ceil(size / stride).
+        """
         (top, bottom), (left, right) = (same_padding(n, k, s) for n, k, s in
                                         zip(x.shape[2:], self.kernel_size, self.stride))
         if top == bottom and left == right:  # symmetric: the convolution pads by itself
@@ -115,6 +119,7 @@ class MBConvBlock(nn.Module):
         self.drop_connect_rate = drop_connect_rate
 
     def forward(self, x):
+        """(N, in, H, W) -> (N, out, ceil(H / stride), ceil(W / stride)) by the formula in the class docstring."""
         out = x
         if self._expand_conv is not None:
             out = self._relu6(self._bn0(self._expand_conv(out)))
@@ -173,6 +178,7 @@ class EfficientNetLite(nn.Module):
         ]))
 
     def forward(self, x):
+        """Images (N, 3, H, W) -> class scores (N, num_classes): stem, blocks, head conv, mean pool, dropout, fc."""
         x = self._relu6(self._bn0(self._conv_stem(x)))
         x = self._blocks(x)
         x = self._relu6(self._bn1(self._conv_head(x)))

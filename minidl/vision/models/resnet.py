@@ -53,6 +53,8 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
+        """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)):
+        (N, in_channels, H, W) -> (N, channels, H / stride, W / stride)."""
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -103,6 +105,8 @@ class ResNet(nn.Module):
         return nn.Sequential(OrderedDict((n, getattr(self, n)) for n in names))
 
     def forward(self, x):
+        """Images (N, 3, H, W) -> class scores (N, num_classes): stem (7x7 conv /2, max pool /2),
+        4 stages, mean pool, fc."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
