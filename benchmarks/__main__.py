@@ -1,25 +1,31 @@
-"""Run every benchmark once and write benchmarks/RESULTS.md (issue 4's tables and targets).
+"""Run every benchmark once and write benchmarks/RESULTS.md (issue 4's tables and targets) and its figures.
 
     .venv/bin/python -m benchmarks                 # all of them, about 3 minutes on a quiet machine
-    .venv/bin/python -m benchmarks --out /tmp/RESULTS.md
+    .venv/bin/python -m benchmarks --out /tmp/RESULTS.md     # the figures go next to it: /tmp/*.png
 
-Each benchmark runs as its own subprocess (its usual command line, shown in RESULTS.md);
-its printed table is turned into Markdown, followed by one line saying what the issue's
-target is and whether this run meets it. The result is printed as well.
+Each benchmark runs as its own subprocess (its usual command line, shown in RESULTS.md), so
+each gets its own thread pools. matmul, the training step and the GPU benchmark hand back
+their numbers as JSON (--json), from which the tables and the two figures (MATMUL_PNG,
+TRAIN_STEP_PNG, drawn by plots.py) are made; conv, the hot ops and the optimizer updates
+print a table that is turned into Markdown. Each table is followed by one line saying what
+the issue's target is and whether this run meets it. The result is printed as well.
 """
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
 
-from .bench_train_step import busy_cores, wait_until_quiet
+from . import plots
+from .bench_train_step import SPLIT_NOTE, busy_cores, wait_until_quiet
 from .common import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATMUL_SIZES = ["128", "256", "512", "1024", "2048"]
+MATMUL_PNG, TRAIN_STEP_PNG = "matmul_gflops.png", "train_step.png"   # written next to RESULTS.md
 
 
 def cpu_flags():
@@ -42,6 +48,7 @@ def versions():
 
 
 def run(module, *args):
+    """Run ``python -m benchmarks.<module> *args``; returns its output and a Markdown line saying how it ran."""
     cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
     for attempt in range(3):  # the C++ extension may be being rebuilt by someone else: retry
         busy = wait_until_quiet(15.0)
@@ -50,7 +57,7 @@ def run(module, *args):
         if r.returncode == 0:
             shown = " ".join([".venv/bin/python", "-m", f"benchmarks.{module}", *args])
             took = time.perf_counter() - t
-            return r.stdout, f"{shown}` ({took:.0f} s; other processes used {busy:.1f} cores at the start", ""
+            return r.stdout, f"`{shown}` ({took:.0f} s; other processes used {busy:.1f} cores at the start)"
         time.sleep(5)
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
 
@@ -89,121 +96,209 @@ def fnum(s):
         return float("nan")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
-    args = parser.parse_args()
-    t_start = time.perf_counter()
+def num(x, fmt=".1f"):
+    return "n/a" if x is None else format(x, fmt)
+
+
+# ---------------------------------------------------------------- sections from the benchmarks' numbers
+
+def matmul_section(data, how):
+    """Markdown for one bench_matmul.measure() result; returns (lines, verdict)."""
+    libraries, others = data["libraries"], [lib for lib in data["libraries"] if lib != "minidl"]
+    rows = [[str(r["n"])] + [f"{r[lib]:.1f}" for lib in libraries] + [f"{r['minidl'] / r[o]:.2f}" for o in others]
+            for r in data["rows"]]
+    threads = data["threads"]
+    lines = [f"## matmul, {threads} thread(s): GFLOP/s", "",
+             f"{how}. matmul float32, n x n @ n x n, GFLOP/s (median of {data['repeat']}), {threads} thread(s).", "",
+             markdown(["n", *libraries] + [f"minidl / {o}" for o in others], rows), ""]
+    large = [r for r in data["rows"] if r["n"] >= 256]
+    if "numpy" not in libraries or not large:
+        return lines, f"matmul {threads} thread(s): no size >= 256 against numpy"
+    worst = min(large, key=lambda r: r["minidl"] / r["numpy"])
+    ratio = worst["minidl"] / worst["numpy"]
+    ok = ratio >= 0.8
+    lines += [f"**Target (issue 4): minidl >= 0.8x numpy's GFLOP/s at n >= 256. {'Met' if ok else 'Not met'}**: "
+              f"the lowest ratio at n >= 256 is {ratio:.2f} (n = {worst['n']}).", ""]
+    return lines, f"matmul {threads} thread(s): {'met' if ok else 'NOT met'} (min minidl/numpy {ratio:.2f})"
+
+
+def train_step_section(data, how):
+    """Markdown for one bench_train_step.measure() result, with its figure; returns (lines, verdict)."""
+    models = data["models"]
+    rows = [[r["label"], f"{r['minidl_ms']:.2f}", f"{r['torch_ms']:.2f}", f"{r['minidl_ms'] / r['torch_ms']:.2f}",
+             f"{r['kernel_ms']:.2f}", f"{r['overhead_ms']:.2f}",
+             f"{100 * r['kernel_ms'] / (r['kernel_ms'] + r['overhead_ms']):.0f}%", f"{r['calls']:.0f}"]
+            for r in models]
+    top = [[r["label"], ", ".join(f"{k} {ms:.2f} ({calls:.0f})" for k, ms, calls in r["top"])] for r in models]
+    bad = [r for r in models if r["minidl_ms"] / r["torch_ms"] > 1.5]
+    lines = ["## Training step: forward, loss, backward, AdamW step, zero grad", "",
+             f"{how}. ms/step, median of {data['steps']} after {data['warmup']} warm-up (best of {data['rounds']} "
+             f"rounds), {data['threads']} thread(s), each library in its own process.", "",
+             markdown(["model", "minidl ms/step", "torch ms/step", "minidl / torch", "minidl kernel ms",
+                       "minidl Python overhead ms", "kernel share", "kernel calls / step"], rows), "",
+             SPLIT_NOTE[0].upper() + SPLIT_NOTE[1:] + ".", "",
+             f"![Training step time per model, minidl split into kernels and Python overhead]({TRAIN_STEP_PNG})", "",
+             f"minidl's top {max(len(r['top']) for r in models)} kernels by time per step, from minidl.profile(): "
+             "ms (calls per step):", "",
+             markdown(["model", "top kernels"], top), "",
+             f"**Target (issue 4): minidl's step <= 1.5x torch's, {data['threads']} threads. "
+             + ("Met** on every model." if not bad else
+                f"Not met** on {len(bad)} of {len(models)}: "
+                + ", ".join(f"{r['label']} ({r['minidl_ms'] / r['torch_ms']:.2f}x)" for r in bad) + "."), ""]
+    return lines, f"training step: {'met' if not bad else f'NOT met on {len(bad)}/{len(models)}'}"
+
+
+def gpu_section(data, how):
+    """Markdown for bench_gpu's JSON: its tables with the device named, or one line saying it was skipped."""
+    if data.get("device") is None:
+        return ["## GPU", "",
+                f"**Skipped: no GPU visible** on this machine ({data['skipped']}). {how}. "
+                "On a machine with a CUDA GPU this section holds minidl's CUDA kernels against cuBLAS and "
+                "PyTorch, with the device named.", ""]
+    matmul = [[str(r["n"]), f"{r['naive']:.0f}", f"{r['tiled']:.0f}", f"{r['cublas']:.0f}", num(r.get("torch"), ".0f"),
+               f"{r['tiled'] / r['cublas']:.2f}"] for r in data["matmul"]]
+    ops = [[r["op"], f"{r['minidl_ms']:.3f}", num(r.get("minidl_gflops"), ".0f"), num(r.get("torch_ms"), ".3f"),
+            num(r["torch_ms"] / r["minidl_ms"] if "torch_ms" in r else None, ".2f")] for r in data["ops"]]
+    step = data["train_step"]
+    return [f"## GPU: {data['device']}", "",
+            f"{how}. GPU time per call from CUDA events, median after a warm-up.", "",
+            "Square float32 matmul, GFLOP/s:", "",
+            markdown(["n", "minidl naive", "minidl tiled", "cuBLAS (CuPy)", "torch", "tiled / cuBLAS"], matmul), "",
+            markdown(["op", "minidl ms", "minidl GFLOP/s", "torch ms", "torch / minidl"], ops), "",
+            f"Training step of a small CNN (batch 64, 64x64, SGD with momentum): minidl {step['minidl_ms']:.2f} ms, "
+            f"torch {num(step.get('torch_ms'), '.2f')} ms.", ""]
+
+
+def write_results(out, machine, sections, verdicts, seconds, matmul, train_step):
+    """Draw the two figures next to ``out`` and write RESULTS.md there; returns its text.
+
+    machine: lines describing the machine; sections: lists of Markdown lines, in order;
+    matmul: {threads: bench_matmul.measure()}; train_step: bench_train_step.measure()."""
+    folder = os.path.dirname(os.path.abspath(out))
+    plots.plot_matmul(matmul, os.path.join(folder, MATMUL_PNG))
+    plots.plot_train_step(train_step, os.path.join(folder, TRAIN_STEP_PNG))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    md = ["# Benchmark results", "",
+          f"Generated by `.venv/bin/python -m benchmarks` on {now:%Y-%m-%d %H:%M} UTC.", "",
+          "Summary against issue 4's targets: " + "; ".join(verdicts) + f". Whole run: {seconds:.0f} s.", "",
+          *machine, "",
+          f"Figures: [matmul GFLOP/s against n]({MATMUL_PNG}), [training step per model]({TRAIN_STEP_PNG}).", ""]
+    for lines in sections:
+        md += lines
+    text = "\n".join(md).rstrip() + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    return text
+
+
+def machine_description():
+    """The bullet lines that say what machine ran the benchmarks and how busy it was."""
     np_v, torch_v, py_v = versions()
     flags = cpu_flags()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     busy = busy_cores(1.0)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    md = ["# Benchmark results", "",
-          f"Generated by `.venv/bin/python -m benchmarks` on {now:%Y-%m-%d %H:%M} UTC.", "",
-          f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores"
-          + (f" ({', '.join(flags)})" if flags else ""),
-          f"- Python {py_v}, numpy {np_v}, torch {torch_v}, {platform.system()} {platform.release()}",
-          f"- at the start: load average {load:.2f}, other processes using {busy:.1f} cores. Other work on "
-          "this machine makes the timings noisy (one busy core stalls 2-thread runs by up to 100x), so each "
-          "benchmark waits up to 15 s (each training-step process 8 s) for the machine to go quiet "
-          "(< 0.3 cores busy) and says how busy it was when it started; compare ratios taken in the same "
-          "run, and rerun a table started on a busy machine.", ""]
-    verdicts = []
+    return [f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores" + (f" ({', '.join(flags)})" if flags else ""),
+            f"- Python {py_v}, numpy {np_v}, torch {torch_v}, {platform.system()} {platform.release()}",
+            f"- at the start: load average {load:.2f}, other processes using {busy:.1f} cores. Other work on "
+            "this machine makes the timings noisy (one busy core stalls 2-thread runs by up to 100x), so each "
+            "benchmark waits up to 15 s (each training-step process 8 s) for the machine to go quiet "
+            "(< 0.3 cores busy) and says how busy it was when it started; compare ratios taken in the same "
+            "run, and rerun a table started on a busy machine."]
 
-    # ---- matmul, 1 and 2 threads
-    for threads in ("1", "2"):
-        out, cmd, dt = run("bench_matmul", "--threads", threads, "--sizes", *MATMUL_SIZES)
-        lines = out.splitlines()
-        names = ["n", "minidl", "numpy", "torch", "minidl/numpy", "minidl/torch"]
-        _, rows = parse_table(lines, names)
-        worst = min((r for r in rows if int(r[0]) >= 256), key=lambda r: fnum(r[4]))
-        ok = fnum(worst[4]) >= 0.8
-        verdicts.append(f"matmul {threads} thread(s)")
-        md += [f"## matmul, {threads} thread(s): GFLOP/s", "", f"`{cmd}). {lines[0]}.", "",
-               markdown(["n", "minidl", "numpy", "torch", "minidl / numpy", "minidl / torch"], rows), "",
-               f"**Target (issue 4): minidl >= 0.8x numpy's GFLOP/s at n >= 256. "
-               f"{'Met' if ok else 'Not met'}**: the lowest ratio at n >= 256 is {worst[4]} (n = {worst[0]}).", ""]
-        verdicts[-1] += f": {'met' if ok else 'NOT met'} (min minidl/numpy {worst[4]})"
 
-    # ---- conv2d
-    out, cmd, dt = run("bench_conv", "--batch", "32")
+# ---------------------------------------------------------------- sections from printed tables
+
+def conv_section(out, how):
+    """Markdown for bench_conv's printed table; returns (lines, verdict)."""
     lines = out.splitlines()
     names = ["layer", "minidl ms", "GFLOP/s", "torch ms", "torch/minidl"]
     _, rows = parse_table(lines, names)
     for r in rows:
         r.append(f"{fnum(r[1]) / fnum(r[3]):.2f}")
     bad = [r for r in rows if fnum(r[5]) > 1.5]
-    md += ["## conv2d and pooling, forward + backward", "", f"`{cmd}). {lines[0]}.", "",
-           markdown(["layer", "minidl ms", "minidl GFLOP/s", "torch ms", "torch / minidl", "minidl time / torch"],
-                    rows), "",
-           f"**Target (issue 4): minidl's time <= 1.5x torch's. "
-           + ("Met** on every shape." if not bad else
-              f"Not met** on {len(bad)} of {len(rows)} shapes: "
-              + ", ".join(f"{r[0]} ({r[5]}x)" for r in bad) + ".")
-           + " (Batch 32, as the issue quotes.)", ""]
-    verdicts.append(f"conv2d: {'met' if not bad else f'NOT met on {len(bad)}/{len(rows)} shapes'}")
+    md = ["## conv2d and pooling, forward + backward", "", f"{how}. {lines[0]}.", "",
+          markdown(["layer", "minidl ms", "minidl GFLOP/s", "torch ms", "torch / minidl", "minidl time / torch"],
+                   rows), "",
+          "**Target (issue 4): minidl's time <= 1.5x torch's. "
+          + ("Met** on every shape." if not bad else
+             f"Not met** on {len(bad)} of {len(rows)} shapes: "
+             + ", ".join(f"{r[0]} ({r[5]}x)" for r in bad) + ".")
+          + " (Batch 32, as the issue quotes.)", ""]
+    return md, f"conv2d: {'met' if not bad else f'NOT met on {len(bad)}/{len(rows)} shapes'}"
 
-    # ---- the hot small ops
-    out, cmd, dt = run("bench_ops", "--threads", "1")  # one thread: fair to both sides on a shared machine
+
+def ops_section(out, how):
+    """Markdown for bench_ops's printed table; returns (lines, None): the issue sets no target here."""
     lines = out.splitlines()
     names = ["kernel and shape", "minidl us", "numpy us", "torch us", "numpy/minidl", "torch/minidl"]
     _, rows = parse_table(lines, names)
     slower = [r for r in rows if fnum(r[4]) < 1]
-    md += ["## The hot small ops of the training steps", "", f"`{cmd}). {lines[0]}.", "",
-           markdown(["kernel and shape", "minidl us", "numpy us", "torch us", "numpy / minidl", "torch / minidl"],
-                    rows), "",
-           "The cpu backend uses these C++ kernels in place of numpy_ref's (no target in the issue beyond "
-           "\"where numpy is slow\"). "
-           + ("Each is faster than the numpy reference in this run." if not slower else
-              "Slower than the numpy reference in this run: " + ", ".join(f"{r[0]} ({r[4]}x)" for r in slower)
-              + " (a few microseconds either way: per-call overhead, or noise)."), ""]
+    return ["## The hot small ops of the training steps", "", f"{how}. {lines[0]}.", "",
+            markdown(["kernel and shape", "minidl us", "numpy us", "torch us", "numpy / minidl", "torch / minidl"],
+                     rows), "",
+            "The cpu backend uses these C++ kernels in place of numpy_ref's (no target in the issue beyond "
+            "\"where numpy is slow\"). "
+            + ("Each is faster than the numpy reference in this run." if not slower else
+               "Slower than the numpy reference in this run: " + ", ".join(f"{r[0]} ({r[4]}x)" for r in slower)
+               + " (a few microseconds either way: per-call overhead, or noise)."), ""], None  # no target
 
-    # ---- fused optimizer updates
-    out, cmd, dt = run("bench_optim")
+
+def optim_section(out, how):
+    """Markdown for bench_optim's printed table; returns (lines, verdict)."""
     lines = out.splitlines()
     names = ["kernel", "n", "minidl ms", "GB/s", "%peak", "numpy ms", "torch ms", "np/minidl", "torch/minidl"]
     _, rows = parse_table(lines, names)
     upd = [r for r in rows if r[0].startswith(("sgd_step", "adam_step"))]
     big = [r for r in upd if int(r[1]) >= 1_000_000] or upd
     bad = [r for r in big if fnum(r[4]) < 70]
-    md += ["## Fused optimizer updates and embedding gather / scatter", "", f"`{cmd}). {lines[0]}.", "",
-           markdown(["kernel", "n", "minidl ms", "GB/s", "% of bandwidth", "numpy ms", "torch ms",
-                     "numpy / minidl", "torch / minidl"], rows), "",
-           "**Target (issue 4): the fused SGD / Adam updates move >= 70% of the memory bandwidth they need. "
-           + ("Met**" if not bad else "Not met**") + " at n >= 1M: "
-           + ", ".join(f"{r[0]} n={r[1]} {r[4]}" for r in big)
-           + " (n = 100k fits in cache, where the per-core DRAM figure does not apply).", ""]
-    verdicts.append(f"fused updates: {'met' if not bad else 'NOT met'}")
+    md = ["## Fused optimizer updates and embedding gather / scatter", "", f"{how}. {lines[0]}.", "",
+          markdown(["kernel", "n", "minidl ms", "GB/s", "% of bandwidth", "numpy ms", "torch ms",
+                    "numpy / minidl", "torch / minidl"], rows), "",
+          "**Target (issue 4): the fused SGD / Adam updates move >= 70% of the memory bandwidth they need. "
+          + ("Met**" if not bad else "Not met**") + " at n >= 1M: "
+          + ", ".join(f"{r[0]} n={r[1]} {r[4]}" for r in big)
+          + " (n = 100k fits in cache, where the per-core DRAM figure does not apply).", ""]
+    return md, f"fused updates: {'met' if not bad else 'NOT met'}"
 
-    # ---- training steps
-    out, cmd, dt = run("bench_train_step")
-    lines = out.splitlines()
-    names = ["model", "minidl ms", "torch ms", "minidl/torch", "kernel ms", "overhead ms", "kernel %", "calls"]
-    h, rows = parse_table(lines, names)
-    note = next((ln for ln in lines[h + 1:] if ln.startswith("(")), "")
-    t = next(i for i, ln in enumerate(lines) if ln.startswith("minidl's top 5"))
-    top = [[ln[:30].strip(), ln[30:].strip()] for ln in lines[t + 1:] if ln.strip()]
-    bad = [r for r in rows if fnum(r[3]) > 1.5]
-    md += ["## Training step: forward, loss, backward, AdamW step, zero grad", "",
-           f"`{cmd}). {lines[0]}.", "",
-           markdown(["model", "minidl ms/step", "torch ms/step", "minidl / torch", "minidl kernel ms",
-                     "minidl Python overhead ms", "kernel share", "kernel calls / step"], rows), "",
-           note.strip("()") + ".", "",
-           "minidl's top 5 kernels by time per step, ms (calls per step):", "",
-           markdown(["model", "top kernels"], top), "",
-           "**Target (issue 4): minidl's step <= 1.5x torch's, 2 threads. "
-           + ("Met** on every model." if not bad else
-              f"Not met** on {len(bad)} of {len(rows)}: " + ", ".join(f"{r[0]} ({r[3]}x)" for r in bad) + "."), ""]
-    verdicts.append(f"training step: {'met' if not bad else f'NOT met on {len(bad)}/{len(rows)}'}")
 
-    total = time.perf_counter() - t_start
-    md[4:4] = ["Summary against issue 4's targets: " + "; ".join(verdicts) + f". Whole run: {total:.0f} s.", ""]
-    text = "\n".join(md).rstrip() + "\n"
-    with open(args.out, "w") as f:
-        f.write(text)
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+    machine = machine_description()
+    sections, verdicts = [], []
+
+    matmul = {}
+    for threads in (1, 2):
+        out, how = run("bench_matmul", "--threads", str(threads), "--sizes", *MATMUL_SIZES, "--json")
+        matmul[threads] = json.loads(out.splitlines()[-1])
+        lines, verdict = matmul_section(matmul[threads], how)
+        sections.append(lines)
+        verdicts.append(verdict)
+    sections[-1] += [f"![matmul GFLOP/s against n, 1 and 2 threads]({MATMUL_PNG})", ""]
+
+    for module, args_, section in [("bench_conv", ["--batch", "32"], conv_section),
+                                   ("bench_ops", ["--threads", "1"], ops_section),  # 1 thread: fair on a busy machine
+                                   ("bench_optim", [], optim_section)]:
+        out, how = run(module, *args_)
+        lines, verdict = section(out, how)
+        sections.append(lines)
+        if verdict:
+            verdicts.append(verdict)
+
+    out, how = run("bench_train_step", "--json")
+    train_step = json.loads(out.splitlines()[-1])
+    lines, verdict = train_step_section(train_step, how)
+    sections.append(lines)
+    verdicts.append(verdict)
+
+    out, how = run("bench_gpu", "--json")
+    sections.append(gpu_section(json.loads(out.splitlines()[-1]), how))
+
+    text = write_results(args.out, machine, sections, verdicts, time.perf_counter() - t_start, matmul, train_step)
     print(text)
-    print(f"written to {args.out}")
+    print(f"written to {args.out} with {MATMUL_PNG} and {TRAIN_STEP_PNG} beside it")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """GPU kernels: minidl's CUDA kernels (csrc/cuda) vs cuBLAS (through CuPy) and vs PyTorch on the GPU.
 
     .venv/bin/python -m benchmarks.bench_gpu                 # needs a GPU; prints "no GPU: skipped" otherwise
-    .venv/bin/python -m benchmarks.bench_gpu --sizes 1024 4096 --json
+    .venv/bin/python -m benchmarks.bench_gpu --sizes 1024 4096 --json     # without a GPU: {"device": null, ...}
 
 Tables (GPU time per call from CUDA events, median of --repeat runs after a warm-up):
   * square float32 matmul: matmul_naive and matmul_tiled GFLOP/s, cupy.matmul (cuBLAS)
@@ -141,7 +141,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     found = gpu_or_none()
     if found is None:
-        print("bench_gpu: no GPU: skipped (CuPy sees no CUDA device; the kernels are tested on 'emu' instead)")
+        reason = "CuPy sees no CUDA device; the kernels are tested on 'emu' instead"
+        print(json.dumps({"device": None, "skipped": reason}) if args.json
+              else f"bench_gpu: no GPU: skipped ({reason})")
         return 0
     cupy, device = found
     from minidl.backend import get_backend

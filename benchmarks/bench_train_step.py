@@ -18,10 +18,10 @@ which is minidl's fastai_adam):
 Each library runs in its own process with the same thread count; each step is timed on its
 own after --warmup steps and the median of --steps is kept; the processes run --rounds times,
 interleaved, and the fastest round's median is reported (a busy 2-core machine stalls
-2-thread steps badly, now and then). A third process runs minidl
-again with every function of the cpu backend namespace wrapped in a timer, which splits
-minidl's step into time inside kernels and Python overhead (step time - kernel time; the
-step time is the unwrapped one) and counts kernel calls per step.
+2-thread steps badly, now and then). A third process runs minidl again, every other step
+inside ``minidl.profile()``, which splits minidl's step into time inside kernels and Python
+overhead (a plain step's time - kernel time), counts kernel calls per step and names the
+kernels that take the most time. --json prints the numbers (what ``python -m benchmarks`` reads).
 """
 import argparse
 import json
@@ -39,6 +39,9 @@ LABELS = {"cnn": "small CNN, batch 32", "tabular64": "tabular (Adult), batch 64"
           "tabular1024": "tabular (Adult), batch 1024", "collab64": "EmbeddingDotBias, batch 64",
           "collab1024": "EmbeddingDotBias, batch 1024"}
 OPT = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+SPLIT_NOTE = ("kernel ms, overhead ms, calls: minidl run again in a third process, a plain step and a step "
+              "inside minidl.profile() in turn; kernel ms = time inside the backend's functions (the profiled "
+              "steps), overhead = plain step time - kernel ms: the Python around the kernels")
 
 
 def emb_sz_rule(n):
@@ -192,79 +195,46 @@ def median(xs):
     return xs[len(xs) // 2]
 
 
-def time_steps(step, warmup, steps, before=None, after=None):
+def time_steps(step, warmup, steps):
+    """Seconds of each of ``steps`` steps, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
-    times, extra = [], []
+    times = []
     for _ in range(steps):
-        if before:
-            before()
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-        if after:
-            extra.append(after())
-    return times, extra
+    return times
 
 
-class KernelTimer:
-    """Replaces every function of the cpu backend namespace with a wrapper that adds its time
-    (outermost calls only: a kernel that calls another through the namespace counts once)."""
+def profile_steps(step, warmup, steps, top=5):
+    """Split the step into time inside kernels and Python overhead with minidl.profile().
 
-    def __init__(self):
-        from minidl.backend import get_backend
-        self.backend = get_backend("cpu")
-        self.depth, self.total, self.calls, self.per = 0, 0.0, 0, {}
-        for k, fn in list(vars(self.backend).items()):
-            if callable(fn) and not isinstance(fn, type):
-                setattr(self.backend, k, self._wrap(k, fn))
-
-    def _wrap(self, name, fn):
-        clock = time.perf_counter
-
-        def wrapper(*args, **kwargs):
-            if self.depth:
-                return fn(*args, **kwargs)
-            self.depth = 1
-            t = clock()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                dt = clock() - t
-                self.depth = 0
-                self.total += dt
-                self.calls += 1
-                s = self.per.get(name)
-                if s is None:
-                    self.per[name] = [dt, 1]
-                else:
-                    s[0] += dt
-                    s[1] += 1
-        return wrapper
-
-    def wrapper_cost(self, n=20000):
-        """Seconds a wrapped call adds outside its own timed region (so counted as overhead)."""
-        raw = lambda: None  # noqa: E731
-        wrapped = self._wrap("_calibration", raw)
-        best = float("inf")
-        for _ in range(5):
-            self.reset()
-            t = time.perf_counter()
-            for _ in range(n):
-                wrapped()
-            t_wrapped = time.perf_counter() - t - self.total
-            t = time.perf_counter()
-            for _ in range(n):
-                raw()
-            best = min(best, (t_wrapped - (time.perf_counter() - t)) / n)
-        self.reset()
-        return max(best, 0.0)
-
-    def reset(self):
-        self.total, self.calls, self.per = 0.0, 0, {}
-
-    def snapshot(self):
-        return self.total, self.calls, self.per
+    ``steps`` times: one plain timed step, then one step inside its own ``minidl.profile()``
+    (interleaved, so both see the same machine). Returns the median plain step (ms), the median
+    time inside kernels per profiled step (every function of the backend: the optimizer's update
+    too), their difference (the Python overhead), the median kernel calls per step and the
+    ``top`` kernels by mean time per step as (name, ms, calls)."""
+    import minidl
+    for _ in range(warmup):
+        step()
+    step_seconds, kernel_seconds, calls, per_kernel = [], [], [], {}
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        step_seconds.append(time.perf_counter() - t)
+        with minidl.profile() as p:
+            step()
+        kernel_seconds.append(p.kernel_seconds)
+        calls.append(sum(s.calls for s in p.kernels.values()))
+        for name, s in p.kernels.items():
+            total = per_kernel.setdefault(name, [0.0, 0])
+            total[0] += s.seconds / steps
+            total[1] += s.calls / steps
+    step_ms, kernel_ms = median(step_seconds) * 1e3, median(kernel_seconds) * 1e3
+    ranked = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"step_ms": step_ms, "kernel_ms": kernel_ms, "overhead_ms": step_ms - kernel_ms,
+            "calls": median(calls), "top": [(name, seconds * 1e3, n) for name, (seconds, n) in ranked]}
 
 
 def child(args):
@@ -280,26 +250,9 @@ def child(args):
     out = {}
     for name in args.models:
         if args.only == "minidl-profile":
-            timer = KernelTimer()  # wrap before building: every backend call goes through it
-            step = build(name)
-            cost = timer.wrapper_cost()
-            times, per_step = time_steps(step, args.warmup, args.steps, before=timer.reset, after=timer.snapshot)
-            per = {}
-            for _, _, d in per_step:
-                for k, (t, c) in d.items():
-                    s = per.setdefault(k, [0.0, 0])
-                    s[0] += t / len(per_step)
-                    s[1] += c / len(per_step)
-            top = sorted(per.items(), key=lambda kv: -kv[1][0])[:5]
-            # overhead of each step: its time - time inside kernels - what the timers themselves added
-            overhead = [s - k - c * cost for s, (k, c, _) in zip(times, per_step)]
-            out[name] = {"step_ms": median(times) * 1e3, "kernel_ms": median([k for k, _, _ in per_step]) * 1e3,
-                         "overhead_ms": median(overhead) * 1e3, "calls": median([c for _, c, _ in per_step]),
-                         "wrapper_us": cost * 1e6,
-                         "top": [(k, t * 1e3, c) for k, (t, c) in top]}
+            out[name] = profile_steps(build(name), args.warmup, args.steps)
         else:
-            times, _ = time_steps(build(name), args.warmup, args.steps)
-            out[name] = median(times) * 1e3
+            out[name] = median(time_steps(build(name), args.warmup, args.steps)) * 1e3
     print(json.dumps(out))
 
 
@@ -315,6 +268,44 @@ def run_child(only, args):
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr}")
 
 
+def measure(models=MODELS, threads=2, steps=30, warmup=5, rounds=2, quiet_wait=8.0):
+    """Time each model's step in minidl and in torch, and profile minidl's; returns the numbers:
+    {"threads", "steps", "warmup", "rounds", "models": [{"model", "label", "minidl_ms", "torch_ms",
+    "kernel_ms", "overhead_ms", "calls", "top": [(kernel, ms, calls), ...]}, ...]}."""
+    args = argparse.Namespace(models=list(models), threads=threads, steps=steps, warmup=warmup,
+                              quiet_wait=quiet_wait)
+    # Other work on a 2-core machine can stall a 2-thread step by 10-100x for seconds at a time, so
+    # the processes run ``rounds`` times, interleaved, and each model keeps its fastest round's median.
+    res = {"minidl": {}, "torch": {}, "minidl-profile": {}}
+    for _ in range(rounds):
+        for lib in res:
+            for name, r in run_child(lib, args).items():
+                key = (lambda v: v["step_ms"]) if lib == "minidl-profile" else (lambda v: v)
+                if name not in res[lib] or key(r) < key(res[lib][name]):
+                    res[lib][name] = r
+    rows = []
+    for name in models:
+        m, p = res["minidl"][name], res["minidl-profile"][name]
+        rows.append({"model": name, "label": LABELS[name], "minidl_ms": m, "torch_ms": res["torch"][name],
+                     "kernel_ms": p["kernel_ms"], "overhead_ms": p["overhead_ms"], "calls": p["calls"],
+                     "top": p["top"]})
+    return {"threads": threads, "steps": steps, "warmup": warmup, "rounds": rounds, "models": rows}
+
+
+def print_table(data):
+    print(f"{'model':<30}{'minidl ms':>10}{'torch ms':>10}{'minidl/torch':>13}"
+          f"{'kernel ms':>11}{'overhead ms':>12}{'kernel %':>9}{'calls':>7}")
+    for r in data["models"]:
+        m, t, k, o = r["minidl_ms"], r["torch_ms"], r["kernel_ms"], r["overhead_ms"]
+        print(f"{r['label']:<30}{m:>10.2f}{t:>10.2f}{m / t:>13.2f}{k:>11.2f}{o:>12.2f}"
+              f"{100 * k / (k + o):>8.0f}%{r['calls']:>7.0f}")
+    print(f"({SPLIT_NOTE})")
+    print()
+    print("minidl's top 5 kernels by time per step (ms, calls):")
+    for r in data["models"]:
+        print(f"{r['label']:<30}" + ", ".join(f"{k} {t:.2f} ({c:.0f})" for k, t, c in r["top"]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -325,6 +316,7 @@ def main():
                         help="before each process, wait up to this many seconds for the other processes "
                              "on the machine to go quiet")
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: minidl | torch | minidl-profile
     args = parser.parse_args()
     # Thread counts must be set before numpy (OpenBLAS) and torch start their pools.
@@ -332,34 +324,14 @@ def main():
         os.environ[var] = str(args.threads)
     if args.only:
         return child(args)
-
-    # Other work on a 2-core machine can stall a 2-thread step by 10-100x for seconds at a time, so
-    # the processes run --rounds times, interleaved, and each model keeps its fastest round's median.
-    res = {"minidl": {}, "torch": {}, "minidl-profile": {}}
-    for _ in range(args.rounds):
-        for lib in res:
-            for name, r in run_child(lib, args).items():
-                key = (lambda v: v["step_ms"]) if lib == "minidl-profile" else (lambda v: v)
-                if name not in res[lib] or key(r) < key(res[lib][name]):
-                    res[lib][name] = r
+    data = measure(args.models, args.threads, args.steps, args.warmup, args.rounds, args.quiet_wait)
+    if args.json:
+        print(json.dumps(data))
+        return
     print(f"training step (forward, loss, backward, AdamW step, zero grad), ms/step, median of {args.steps} "
           f"after {args.warmup} warm-up (best of {args.rounds} rounds), {args.threads} thread(s), "
           "each library in its own process")
-    print(f"{'model':<30}{'minidl ms':>10}{'torch ms':>10}{'minidl/torch':>13}"
-          f"{'kernel ms':>11}{'overhead ms':>12}{'kernel %':>9}{'calls':>7}")
-    for name in args.models:
-        m, t, p = res["minidl"][name], res["torch"][name], res["minidl-profile"][name]
-        k, o = p["kernel_ms"], p["overhead_ms"]
-        print(f"{LABELS[name]:<30}{m:>10.2f}{t:>10.2f}{m / t:>13.2f}{k:>11.2f}{o:>12.2f}"
-              f"{100 * k / (k + o):>8.0f}%{p['calls']:>7.0f}")
-    cost = res["minidl-profile"][args.models[0]]["wrapper_us"]
-    print(f"(kernel ms, overhead ms, calls: minidl run again with every cpu-backend function timed, in a third "
-          f"process; overhead = that run's step time - kernel time - {cost:.2f} us per call for the timers)")
-    print()
-    print("minidl's top 5 kernels by time per step (ms, calls):")
-    for name in args.models:
-        top = ", ".join(f"{k} {t:.2f} ({c:.0f})" for k, t, c in res["minidl-profile"][name]["top"])
-        print(f"{LABELS[name]:<30}{top}")
+    print_table(data)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,15 @@ def median_time(fn, repeat):
     return times[len(times) // 2]
 
 
-def limit_threads(n):
-    """Give numpy, minidl and torch (if installed) ``n`` threads each; returns torch or None."""
+def limit_threads(n, torch=True):
+    """Give numpy, minidl and torch (if installed) ``n`` threads each; returns torch or None.
+    With ``torch=False`` torch is not even imported (a process timing minidl or numpy alone)."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     from minidl.backend import cpu
     cpu.set_num_threads(n)
+    if not torch:
+        return None
     try:
         import torch
     except ImportError:
