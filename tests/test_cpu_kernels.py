@@ -424,3 +424,23 @@ def test_relu_backward_matches_reference(shape, dtype, seed, layout):
     ref = numpy_ref.relu_backward(g, y)
     assert out.shape == ref.shape and out.dtype == dtype
     np.testing.assert_array_equal(out, ref)
+
+
+# ---------------------------------------------------------------- clamp backward (ReLU6)
+
+@settings(max_examples=60)
+@given(shape=st.one_of(st.tuples(sizes), st.sampled_from([(1, 1), (64, 200), (3, 5, 7), (2, 16, 9, 11)])),
+       dtype=dtypes, seed=seeds, layout=layouts,
+       bounds=st.sampled_from([(0.0, 6.0), (-0.5, 0.5), (None, 0.3), (-0.2, None), (None, None)]))
+def test_clamp_backward_matches_reference(shape, dtype, seed, layout, bounds):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x.reshape(-1)[:2] = [0.0, 6.0][:x.size]                     # the bounds themselves count as inside
+    g = rng.standard_normal(shape).astype(dtype)
+    if g.size > 4:
+        g.reshape(-1)[2:5] = [np.nan, np.inf, -np.inf]           # outside the bounds these must give 0
+    lo, hi = bounds
+    out = cpu.clamp_backward(as_layout(g, layout), x, lo, hi)
+    ref = numpy_ref.clamp_backward(g, x, lo, hi)
+    assert out.shape == ref.shape and out.dtype == dtype
+    np.testing.assert_array_equal(out, ref)

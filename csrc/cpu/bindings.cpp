@@ -683,6 +683,33 @@ py::array relu_backward(const py::array& g, const py::array& y) {
     throw py::type_error("relu_backward: dtype " + d + " is not supported (float32 and float64 are)");
 }
 
+// ---------------------------------------------------------------- clamp backward
+
+template <typename T>
+py::array clamp_backward_typed(const py::array& g_any, const py::array& x_any, double lo, double hi) {
+    const std::string op = "clamp_backward";
+    auto g = input<T>(op, "grad", g_any);
+    auto x = input<T>(op, "x", x_any);
+    std::vector<py::ssize_t> shape(x_any.shape(), x_any.shape() + x_any.ndim());
+    py::array_t<T> dx(shape);
+    const T *pg = g.data(), *px = x.data();
+    T* pdx = dx.mutable_data();
+    const py::ssize_t n = dx.size();
+    py::gil_scoped_release no_gil;
+    minidl::clamp_backward(pg, px, pdx, n, static_cast<T>(lo), static_cast<T>(hi));
+    return dx;
+}
+
+py::array clamp_backward(const py::array& g, const py::array& x, double lo, double hi) {
+    if (g.ndim() != x.ndim() || !std::equal(g.shape(), g.shape() + g.ndim(), x.shape()))
+        throw py::value_error("clamp_backward: grad " + shape_str(g) + " and x " + shape_str(x) +
+                              " must have the same shape");
+    const std::string d = dtype_str(x);
+    if (d == "float32") return clamp_backward_typed<float>(g, x, lo, hi);
+    if (d == "float64") return clamp_backward_typed<double>(g, x, lo, hi);
+    throw py::type_error("clamp_backward: dtype " + d + " is not supported (float32 and float64 are)");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -733,6 +760,8 @@ PYBIND11_MODULE(_C, m) {
           "(loss, dlogits): loss[r] = logsumexp(logits[r]) - logits[r, target[r]] and its gradient "
           "softmax(logits[r]) - onehot(target[r]).");
     m.def("relu_backward", &relu_backward, py::arg("grad"), py::arg("y"), "grad where y > 0, else 0.");
+    m.def("clamp_backward", &clamp_backward, py::arg("grad"), py::arg("x"), py::arg("lo"), py::arg("hi"),
+          "grad where lo <= x <= hi, else 0 (lo = -inf / hi = inf for no bound).");
 
 #ifdef _OPENMP
     m.attr("has_openmp") = true;

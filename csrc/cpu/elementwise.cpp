@@ -1,11 +1,12 @@
-// csrc/cpu/elementwise.cpp — the backward of ReLU, float32 and float64.
+// csrc/cpu/elementwise.cpp — the backward of ReLU and of clamp (ReLU6), float32 and float64.
 //
-// What:   dx[i] = g[i] if y[i] > 0 else 0       (y = relu(x), saved by the forward)
-// FLOPs:  none (one compare and one select per element).
+// What:   relu_backward:  dx[i] = g[i] if y[i] > 0 else 0            (y = relu(x), saved by the forward)
+//         clamp_backward: dx[i] = g[i] if lo <= x[i] <= hi else 0    (ReLU6 is clamp(x, 0, 6): EfficientNet)
+// FLOPs:  none (one or two compares and one select per element).
 // Bytes:  sizeof(T) * n * (2 reads + 1 write).
 // Threads: OpenMP, one contiguous piece per thread, for n >= 64K.
 // Reference: `relu_backward` in minidl/backend/numpy_ref.py
-// Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k relu
+// Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "relu or clamp"
 // Bench:  .venv/bin/python -m benchmarks.bench_ops
 //
 // Why a kernel for one line of numpy: `np.where(y > 0, g, 0)` makes a bool temporary,
@@ -53,19 +54,46 @@ void relu_backward_piece_best(const double* g, const double* y, double* dx, inde
     relu_backward_f64(g, y, dx, n);
 }
 
+// The same select for clamp: keep the gradient where lo <= x <= hi (NaN x: dropped).
 template <typename T>
-void relu_backward_impl(const T* g, const T* y, T* dx, index_t n) {
+inline void clamp_backward_piece(const T* MINIDL_RESTRICT g, const T* MINIDL_RESTRICT x, T* MINIDL_RESTRICT dx,
+                                 index_t n, T lo, T hi) {
+    for (index_t i = 0; i < n; ++i) dx[i] = (x[i] >= lo && x[i] <= hi) ? g[i] : T(0);
+}
+MINIDL_CLONES void clamp_backward_f32(const float* g, const float* x, float* dx, index_t n, float lo, float hi) {
+    clamp_backward_piece(g, x, dx, n, lo, hi);
+}
+MINIDL_CLONES void clamp_backward_f64(const double* g, const double* x, double* dx, index_t n, double lo, double hi) {
+    clamp_backward_piece(g, x, dx, n, lo, hi);
+}
+void clamp_backward_piece_best(const float* g, const float* x, float* dx, index_t n, float lo, float hi) {
+    clamp_backward_f32(g, x, dx, n, lo, hi);
+}
+void clamp_backward_piece_best(const double* g, const double* x, double* dx, index_t n, double lo, double hi) {
+    clamp_backward_f64(g, x, dx, n, lo, hi);
+}
+
+// Split [0, n) into one contiguous piece per thread (threads only from 64K elements on).
+template <typename Piece>
+void in_pieces(index_t n, Piece piece) {
     const int threads = n >= (1 << 16) ? num_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int t = 0; t < threads; ++t) {
-        const index_t i0 = n * t / threads, i1 = n * (t + 1) / threads;
-        relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0);
-    }
+    for (int t = 0; t < threads; ++t) piece(n * t / threads, n * (t + 1) / threads);
 }
 
 }  // namespace
 
-void relu_backward(const float* g, const float* y, float* dx, std::int64_t n) { relu_backward_impl(g, y, dx, n); }
-void relu_backward(const double* g, const double* y, double* dx, std::int64_t n) { relu_backward_impl(g, y, dx, n); }
+void relu_backward(const float* g, const float* y, float* dx, std::int64_t n) {
+    in_pieces(n, [=](index_t i0, index_t i1) { relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0); });
+}
+void relu_backward(const double* g, const double* y, double* dx, std::int64_t n) {
+    in_pieces(n, [=](index_t i0, index_t i1) { relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0); });
+}
+void clamp_backward(const float* g, const float* x, float* dx, std::int64_t n, float lo, float hi) {
+    in_pieces(n, [=](index_t i0, index_t i1) { clamp_backward_piece_best(g + i0, x + i0, dx + i0, i1 - i0, lo, hi); });
+}
+void clamp_backward(const double* g, const double* x, double* dx, std::int64_t n, double lo, double hi) {
+    in_pieces(n, [=](index_t i0, index_t i1) { clamp_backward_piece_best(g + i0, x + i0, dx + i0, i1 - i0, lo, hi); });
+}
 
 }  // namespace minidl

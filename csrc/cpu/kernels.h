@@ -110,5 +110,7 @@ MINIDL_SOFTMAX_DECLARE(double)
 // dx = g where y > 0, else 0, over n contiguous elements (see elementwise.cpp).
 void relu_backward(const float* g, const float* y, float* dx, std::int64_t n);
 void relu_backward(const double* g, const double* y, double* dx, std::int64_t n);
+void clamp_backward(const float* g, const float* x, float* dx, std::int64_t n, float lo, float hi);
+void clamp_backward(const double* g, const double* x, double* dx, std::int64_t n, double lo, double hi);
 
 }  // namespace minidl

@@ -258,6 +258,13 @@ def relu_backward(grad, y):
     return _C.relu_backward(grad, y)
 
 
+def clamp_backward(grad, x, lo, hi):
+    """numpy_ref.clamp_backward in C++ (csrc/cpu/elementwise.cpp): ReLU6's backward in EfficientNet."""
+    if not (_same_float(grad, x) and grad.shape == x.shape):
+        return numpy_ref.clamp_backward(grad, x, lo, hi)
+    return _C.clamp_backward(grad, x, -math.inf if lo is None else lo, math.inf if hi is None else hi)
+
+
 def set_num_threads(n):
     """Use n threads in the C++ kernels (process-wide)."""
     _C.set_num_threads(n)
@@ -287,4 +294,5 @@ KERNELS = {
     "log_softmax": log_softmax,
     "cross_entropy": cross_entropy,
     "relu_backward": relu_backward,
+    "clamp_backward": clamp_backward,
 }

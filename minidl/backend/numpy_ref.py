@@ -86,6 +86,14 @@ def relu_backward(grad, y):
     return np.where(y > 0, grad, 0).astype(grad.dtype, copy=False)
 
 
+def clamp_backward(grad, x, lo, hi):
+    """dL/dx of y = clamp(x, lo, hi): the gradient where lo <= x <= hi, else 0 (None: no bound)."""
+    inside = np.ones(x.shape, bool) if lo is None else x >= lo
+    if hi is not None:
+        inside &= x <= hi
+    return np.where(inside, grad, 0).astype(grad.dtype, copy=False)
+
+
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 

@@ -350,13 +350,7 @@ class Clamp(Function):
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_arrays
-        be = ctx.backend
-        inside = be.ones(x.shape, bool)
-        if ctx.lo is not None:
-            inside = be.logical_and(inside, be.greater_equal(x, ctx.lo))
-        if ctx.hi is not None:
-            inside = be.logical_and(inside, be.less_equal(x, ctx.hi))
-        return be.where(inside, grad, 0)
+        return ctx.backend.clamp_backward(grad, x, ctx.lo, ctx.hi)
 
 
 class GELU(Function):
