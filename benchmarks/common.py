@@ -31,13 +31,16 @@ def median_time(fn, repeat):
     return times[len(times) // 2]
 
 
-def limit_threads(n, torch=True):
+def limit_threads(n, torch=True, minidl=True):
     """Give numpy, minidl and torch (if installed) ``n`` threads each; returns torch or None.
-    With ``torch=False`` torch is not even imported (a process timing minidl or numpy alone)."""
+    With ``torch=False`` torch is not even imported (a process timing minidl or numpy alone);
+    with ``minidl=False`` minidl is not (a process timing numpy or torch alone: importing
+    minidl would also change malloc's settings for them, see minidl/backend/cpu.py)."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    from minidl.backend import cpu
-    cpu.set_num_threads(n)
+    if minidl:
+        from minidl.backend import cpu
+        cpu.set_num_threads(n)
     if not torch:
         return None
     try:

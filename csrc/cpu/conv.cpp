@@ -3,50 +3,39 @@
 //
 // What:   out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] * in[n, g*C/G + c, y*sh + i*dh - ph, x*sw + j*dw - pw]
 //         (zero outside the image), with stride, padding, dilation and groups G.
-// How:    general case: im2col + minidl::matmul, per group g:
-//           forward:  cols (C/G*kh*kw, N*L) = patches, written straight into one packed
-//                     buffer (zeros where a window hangs over the edge: no padded copy
-//                     of the input);  tmp (O/G, N*L) = w_g @ cols;  out[n, o] = tmp[o, n*L:]
-//                     Big images (G == 1, L = OH*OW >= 1024) go one image at a time:
-//                     out[n] = w @ cols_n, written in place, cols_n still in cache; a
-//                     1x1 / stride 1 / no padding conv skips im2col (x[n] is cols_n).
-//           dx:       cols = w_g^T @ grad_g (grad_g gathered to (O/G, N*L)), then col2im
-//                     (each (n, c) plane is owned by one thread: no races, deterministic);
-//                     big images one at a time again: cols_n = w^T @ grad[n], no gather.
-//           dw:       dw_g^T = cols (C/G*kh*kw, N*L) @ grad_g^T (N*L, O/G), transposed back
-//           (transposes of weights and grad go in 32 x 32 tiles, see transpose()).
+// How:    general case: im2col + minidl::matmul, tile by tile (see "the three passes"):
+//         the output is cut into tiles (a few rows of an image, or a few small images)
+//         whose column matrix, cols (C/G*kh*kw, P) = the input patches under the tile's P
+//         output pixels, stays in cache from im2col through the GEMM.  Per tile and group g:
+//           forward:  out[tile] = w_g @ cols, written in place (a strided block of out);
+//                     a 1x1 / stride 1 / no padding conv reads x as its own cols.
+//           dx:       cols = w_g^T @ grad[tile] (w^T read in place), then col2im adds the
+//                     columns back into dx; one thread owns all tiles of an image (their
+//                     windows overlap): no races, deterministic.
+//           dw:       dw_g += grad[tile] @ cols^T, in a partial sum per thread, added up
+//                     in a fixed order at the end (deterministic for a thread count).
 //         depthwise (G == C == O): a direct loop per (n, c) plane (dw: per channel),
 //         since a matmul with one input channel per group has nothing to reuse.  Stride-1
 //         3x3 and 5x5 kernels (MobileNet, EfficientNet) have their own loop with the taps
 //         unrolled over a zero-bordered copy of the plane, compiled for AVX-512 / AVX2.
 //         Pooling: direct loops per (n, c) plane.
 // FLOPs:  conv: 2 * N * O * OH * OW * C/G * kh * kw per pass (forward, dx and dw each).
-// Bytes:  the packed columns: sizeof(T) * C/G * kh * kw * N * OH * OW per group (written
-//         once, read by the matmul), plus input, weight and output.
-// Threads: OpenMP over rows of the column buffer / (n, c) planes / channels; the matmuls
-//         parallelise themselves (matmul.cpp).  _C.set_num_threads(n).
+// Bytes:  the columns: sizeof(T) * C/G * kh * kw * N * OH * OW per group (written once,
+//         read by the matmul, in cache-sized tiles), plus input, weight and output.
+// Threads: OpenMP over tiles (each GEMM then on one thread) when there are enough to
+//         share, else the GEMMs parallelise themselves (matmul.cpp); over (n, c) planes /
+//         channels for depthwise and pooling.  _C.set_num_threads(n).
 // Reference: conv2d, conv2d_backward_data, conv2d_backward_weight, max_pool2d(_backward),
 //         avg_pool2d(_backward) in minidl/backend/numpy_ref.py. max_pool2d's winner is the
 //         window offset i*kw + j of the maximum (first one on ties), numpy_ref's contract.
 // Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "conv or pool"
 // Bench:  .venv/bin/python -m benchmarks.bench_conv    (ResNet-18 layer shapes vs torch)
 //         (--passes: forward / dx / dw timed separately)
-// Measured (batch 8, 2 threads, float32, fwd + dx + dw in ms, each library in its own
-// process, median of 4 interleaved runs of 9-repeat medians; a shared 2-core Xeon with
-// AVX-512, so +-15% noise): before = im2col for every conv, naive transposes, depthwise
-// with the general loop; after = this file.
-//   layer                 before   after   torch   after / torch    where the time is now
-//   conv1 7x7/2            117.8    77.1    92.1    0.84             dw 37 (torch 11)
-//   layer1 3x3 (56x56)      67.8    61.8    26.8    2.3              GEMM-bound, all 3 passes
-//   layer2 3x3/2            24.0    ~24     16.4    ~1.5 (noise)     GEMM
-//   layer2 1x1/2             5.1     4.7     5.5    0.85
-//   layer2 3x3 (28x28)      46.5    ~48     26.4    ~1.8 (noise)     GEMM
-//   layer3 3x3 (14x14)      42.6    42.6    23.6    1.8              GEMM
-//   layer4 3x3 (7x7)        66.8    49.8    24.4    2.0              GEMM (M=512, N*L=392)
-//   depthwise 3x3 s1         5.3     3.2     2.0    1.6              dw 1.8 (torch 0.6)
-// The rest is minidl::matmul at ~100-120 GFLOP/s on these shapes against ~200+ for
-// torch's (oneDNN) convolutions: e.g. layer1's forward GEMM (64 x 576 x 3136 per image).
-// Batch 32 (the shapes): see benchmarks/RESULTS.md (layer1-4 3x3: 1.5-2.1x torch).
+// Measured: benchmarks/RESULTS.md.  History (batch 32, 2 threads, fwd + dx + dw, ms,
+// minidl / torch's time in the same run): the whole batch's columns at once (58 MB for
+// layer1), then one GEMM: layer1 3x3 1.66x, layer2 3x3 1.97x, conv1 7x7/2 1.10x; in
+// cache-sized tiles: 1.0x, 1.5x, 0.6x.  What is left is the GEMM on these shapes
+// (100-130 GFLOP/s a thread against torch's oneDNN convolutions at ~100-150 a thread).
 #include "kernels.h"
 
 #define MINIDL_RESTRICT __restrict__
@@ -74,71 +63,15 @@ inline void valid_range(index_t off, index_t stride, index_t W, index_t OW, inde
 // the calling thread: waking the workers costs more).
 inline bool big(const ConvShape& s) { return s.N * s.C * (s.H * s.W + s.OH * s.OW) >= (1 << 15); }
 
-// A scratch buffer per calling thread, kept between calls: the column buffers are tens
-// of MB, and allocating (page-faulting) and zeroing them anew each call costs as much as
-// filling them.  Not zeroed: every kernel writes all of it.
+// A scratch buffer per calling thread, kept between calls: allocating (page-faulting)
+// and zeroing a buffer anew on each call costs as much as filling it.  Not zeroed: every
+// kernel writes all of it.
 template <typename T>
 T* workspace(int slot, index_t n) {
     thread_local std::vector<T> bufs[3];
     std::vector<T>& b = bufs[slot];
     if (index_t(b.size()) < n) { b.clear(); b.shrink_to_fit(); b.resize(n); }
     return b.data();
-}
-
-// dst (cols, rows) = src (rows, cols)^T, row strides lds / ldd.  A naive transpose
-// writes (or reads) with a stride of a whole row: every element touches a new cache
-// line and, for rows of a few KB, a new page.  Going tile by tile (32 x 32: 4 KB of
-// floats read, 4 KB written) keeps both sides in L1.  For a 512 x 4608 weight this is
-// many times faster than the naive loop, which was a third of layer4's backward-data
-// time.  Single-threaded: the callers run it inside their own parallel loops, or on a
-// weight-sized matrix that is done in a millisecond or two.
-template <typename T>
-void transpose(const T* src, T* dst, index_t rows, index_t cols, index_t lds, index_t ldd) {
-    constexpr index_t B = 32;
-    for (index_t r0 = 0; r0 < rows; r0 += B)
-        for (index_t c0 = 0; c0 < cols; c0 += B) {
-            const index_t r1 = std::min(rows, r0 + B), c1 = std::min(cols, c0 + B);
-            for (index_t c = c0; c < c1; ++c)
-                for (index_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
-        }
-}
-
-template <typename T>
-void im2col_rows(const T* x, T* cols, const ConvShape& s, index_t g) {
-    // cols[(c*kh + i)*kw + j][n*L + y*OW + xo], for the C/G channels of group g.
-    const index_t Cg = s.C / s.G, KK = s.kh * s.kw, L = s.OH * s.OW, NL = s.N * L, rows = Cg * KK;
-#pragma omp parallel for schedule(static) if (rows * NL >= (1 << 14)) num_threads(num_threads())
-    for (index_t r = 0; r < rows; ++r) {
-        const index_t c = g * Cg + r / KK, i = (r % KK) / s.kw, j = r % s.kw;
-        T* dst = cols + r * NL;
-        for (index_t n = 0; n < s.N; ++n) {
-            const T* plane = x + (n * s.C + c) * s.H * s.W;
-            for (index_t y = 0; y < s.OH; ++y, dst += s.OW) {
-                const index_t h = y * s.sh + i * s.dh - s.ph;
-                if (h < 0 || h >= s.H) { std::fill(dst, dst + s.OW, T(0)); continue; }
-                const index_t off = j * s.dw - s.pw;
-                const T* row = plane + h * s.W + off;
-                index_t lo, hi;
-                valid_range(off, s.sw, s.W, s.OW, lo, hi);
-                for (index_t xo = 0; xo < lo; ++xo) dst[xo] = T(0);
-                if (s.sw == 1)
-                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo];
-                else
-                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo * s.sw];
-                for (index_t xo = hi; xo < s.OW; ++xo) dst[xo] = T(0);
-            }
-        }
-    }
-}
-
-// Gather grad[n, g*Og + o, :] into gm (Og, N*L).
-template <typename T>
-void gather_grad(const T* grad, T* gm, const ConvShape& s, index_t g) {
-    const index_t Og = s.O / s.G, L = s.OH * s.OW;
-#pragma omp parallel for collapse(2) schedule(static) if (Og * s.N * L >= (1 << 15)) num_threads(num_threads())
-    for (index_t o = 0; o < Og; ++o)
-        for (index_t n = 0; n < s.N; ++n)
-            std::memcpy(gm + o * s.N * L + n * L, grad + (n * s.O + g * Og + o) * L, sizeof(T) * L);
 }
 
 // ------------------------------------------------------------------ depthwise (G == C == O)
@@ -387,78 +320,105 @@ void depthwise_backward_weight(const T* grad, const T* x, T* dwt, const ConvShap
 bool is_depthwise(const ConvShape& s) { return s.G == s.C && s.O == s.C && s.G > 1; }
 
 // ------------------------------------------------------------------ the three passes
+// The general convolution is a GEMM over "columns": column (n, y, x) of the column
+// matrix holds the C/G*kh*kw input values under output pixel (y, x) of image n.  Building
+// all N*OH*OW columns at once (58 MB for ResNet18's layer1 at batch 32) sends them out to
+// memory and back, and page-faults a fresh buffer; so the output is cut into tiles --
+// a few rows of one image, or a few whole images when images are small -- whose columns
+// (about 512 KiB) stay in the core's L2 cache from im2col through the GEMM.  Each tile is
+// a GEMM of its own: the threads take tiles (each GEMM then runs on one thread), or, when
+// there are too few tiles to share, go through them one by one with threaded GEMMs.
 
-// One image at a time, when an image has enough output pixels (L) to keep both GEMM
-// threads busy: the GEMM then writes out[n] (O, L) in place -- no (O, N*L) temporary to
-// copy back to NCHW -- and im2col's columns for one image (e.g. 7 MB for layer1) are
-// still in cache when the GEMM packs them, instead of a whole batch's (58 MB) that went
-// out to memory and back.  Small images (layer4: L = 49) go as one batched GEMM instead,
-// where N*L columns make a better-shaped product.
-inline bool per_image(const ConvShape& s) { return s.G == 1 && s.N > 1 && s.OH * s.OW >= 1024; }
+// A tile: output rows [y0, y1) of images [n0, n0 + nb) (nb > 1 only with whole images).
+struct Tile {
+    index_t n0, nb, y0, y1;
+};
 
-inline ConvShape one_image(ConvShape s) { s.N = 1; return s; }
-
-// Whether to hand whole images to the threads: when one image's GEMM is too small for
-// minidl::matmul to split (below its 4 MFLOP threshold, e.g. the first layer of a small
-// CNN: 16 x 27 x 1024), going image after image would leave every thread but one idle.
-inline bool threads_over_images(const ConvShape& s, index_t M, index_t N, index_t K) {
-    return s.N > 1 && num_threads() > 1 && 2.0 * M * N * K < 4e6;
-}
-
-// A 1x1 kernel with stride 1 and no padding: an image (C, H*W) already is its column
-// matrix; skip im2col.
-inline bool pointwise(const ConvShape& s) {
-    return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
-}
+// How the output is cut: `rows` output rows per tile, or, when a tile takes whole images,
+// `nb` images per tile.  A tile should be P columns wide with
+//   P >= 512 KiB / (CKK * sizeof(T)): columns that (about) fit in L2 next to the packed copy,
+//   P >= 4 * O/G:  each tile's GEMM packs all the weights (O/G x CKK) again -- and dw's
+//                  adds into all of dw -- so P must be large next to O/G to pay for that,
+//   P >= 256:      a GEMM narrower than that is mostly edges,
+// whichever is largest.  E.g. ResNet18 at batch 32: layer1 (O = 64, 56x56): 5 rows,
+// 280 columns; layer3 (O = 256, 14x14): 6 images, 1176 columns; layer4 (O = 512, 7x7):
+// 16 images (the whole batch in two tiles, with threaded GEMMs).
+struct TilePlan {
+    index_t rows, nb, chunks;  // chunks: groups of nb images
+};
 
 template <typename T>
-void conv2d_forward_impl(const T* x, const T* wt, T* out, const ConvShape& s) {
-    if (is_depthwise(s)) return depthwise_forward(x, wt, out, s);
-    const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, NL = s.N * L;
-    if (s.G == 1 && (s.N == 1 || per_image(s))) {
-        const ConvShape s1 = one_image(s);
-#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_images(s, s.O, L, CKK))
-        for (index_t n = 0; n < s.N; ++n) {
-            T* cols = pointwise(s) ? nullptr : workspace<T>(0, CKK * L);  // one per thread
-            const T* xn = x + n * s.C * s.H * s.W;
-            if (cols) im2col_rows(xn, cols, s1, 0);
-            matmul(wt, cols ? cols : xn, out + n * s.O * L, 1, s.O, L, CKK);
+TilePlan plan_tiles(const ConvShape& s) {
+    const index_t CKK = s.C / s.G * s.kh * s.kw, L = s.OH * s.OW;
+    const index_t P = std::max({(index_t(512) << 10) / (CKK * index_t(sizeof(T))), 4 * (s.O / s.G), index_t(256)});
+    TilePlan p{std::clamp<index_t>((P + s.OW - 1) / s.OW, 1, s.OH), 1, 0};
+    if (p.rows == s.OH) {
+        p.nb = std::clamp<index_t>((P + L - 1) / L, 1, s.N);
+        p.nb = (s.N + (s.N + p.nb - 1) / p.nb - 1) / ((s.N + p.nb - 1) / p.nb);  // as even as can be
+    }
+    p.chunks = (s.N + p.nb - 1) / p.nb;
+    return p;
+}
+
+// The tiles of chunk k (images k*nb ...), calling f(tile) for each in order of rows.
+template <typename F>
+void for_tiles_of_chunk(const ConvShape& s, const TilePlan& p, index_t k, F&& f) {
+    const index_t n0 = k * p.nb, nb = std::min(p.nb, s.N - n0);
+    for (index_t y0 = 0; y0 < s.OH; y0 += p.rows) f(Tile{n0, nb, y0, std::min(s.OH, y0 + p.rows)});
+}
+
+// Whether the threads should take whole chunks (each GEMM on one thread): only when there
+// are enough to share evenly.  Otherwise the chunks go one by one, with threaded GEMMs.
+inline bool threads_over_chunks(const TilePlan& p) { return num_threads() > 1 && p.chunks >= 2 * num_threads(); }
+
+inline index_t tile_width(const Tile& t, const ConvShape& s) { return t.nb * (t.y1 - t.y0) * s.OW; }
+
+// cols (C/G*kh*kw, P) for the tile, group g: cols[(c*kh + i)*kw + j][(n - n0)*P1 + (y - y0)*OW + xo]
+// = x[n, g*C/G + c, y*sh + i*dh - ph, xo*sw + j*dw - pw], zero outside the image.
+template <typename T>
+void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t) {
+    const index_t Cg = s.C / s.G, KK = s.kh * s.kw, P = tile_width(t, s);
+    for (index_t r = 0; r < Cg * KK; ++r) {
+        const index_t c = g * Cg + r / KK, i = (r % KK) / s.kw, j = r % s.kw;
+        const index_t off = j * s.dw - s.pw;
+        index_t lo, hi;
+        valid_range(off, s.sw, s.W, s.OW, lo, hi);
+        T* dst = cols + r * P;
+        for (index_t n = t.n0; n < t.n0 + t.nb; ++n) {
+            const T* plane = x + (n * s.C + c) * s.H * s.W;
+            for (index_t y = t.y0; y < t.y1; ++y, dst += s.OW) {
+                const index_t h = y * s.sh + i * s.dh - s.ph;
+                if (h < 0 || h >= s.H) { std::fill(dst, dst + s.OW, T(0)); continue; }
+                const T* row = plane + h * s.W + off;
+                std::fill(dst, dst + lo, T(0));
+                if (s.sw == 1)
+                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo];
+                else
+                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo * s.sw];
+                std::fill(dst + hi, dst + s.OW, T(0));
+            }
         }
-        return;
-    }
-    T* cols = workspace<T>(0, CKK * NL);
-    T* tmp = workspace<T>(1, Og * NL);
-    for (index_t g = 0; g < s.G; ++g) {
-        im2col_rows(x, cols, s, g);
-        matmul(wt + g * Og * CKK, cols, tmp, 1, Og, NL, CKK);
-#pragma omp parallel for collapse(2) schedule(static) if (Og * NL >= (1 << 15)) num_threads(num_threads())
-        for (index_t n = 0; n < s.N; ++n)
-            for (index_t o = 0; o < Og; ++o)
-                std::memcpy(out + (n * s.O + g * Og + o) * L, tmp + o * NL + n * L, sizeof(T) * L);
     }
 }
 
-// col2im: dx[n, g*Cg + c] = the sum of the columns' entries that came from each pixel.
-// Every (n, c) plane of dx is summed by one thread: no races, deterministic.
+// The inverse, summing: dx[n, g*C/G + c] += every column entry that came from that pixel.
 template <typename T>
-void col2im(const T* cols, T* dx, const ConvShape& s, index_t g) {
-    const index_t Cg = s.C / s.G, L = s.OH * s.OW, NL = s.N * L;
-#pragma omp parallel for collapse(2) schedule(static) if (big(s)) num_threads(num_threads())
-    for (index_t n = 0; n < s.N; ++n)
+void col2im(const T* cols, T* dx, const ConvShape& s, index_t g, const Tile& t) {
+    const index_t Cg = s.C / s.G, P = tile_width(t, s), P1 = (t.y1 - t.y0) * s.OW;
+    for (index_t n = t.n0; n < t.n0 + t.nb; ++n)
         for (index_t c = 0; c < Cg; ++c) {
             T* plane = dx + (n * s.C + g * Cg + c) * s.H * s.W;
-            std::fill(plane, plane + s.H * s.W, T(0));
             for (index_t i = 0; i < s.kh; ++i)
                 for (index_t j = 0; j < s.kw; ++j) {
-                    const T* src = cols + ((c * s.kh + i) * s.kw + j) * NL + n * L;
+                    const T* src = cols + ((c * s.kh + i) * s.kw + j) * P + (n - t.n0) * P1;
                     const index_t off = j * s.dw - s.pw;
                     index_t lo, hi;
                     valid_range(off, s.sw, s.W, s.OW, lo, hi);
-                    for (index_t y = 0; y < s.OH; ++y) {
+                    for (index_t y = t.y0; y < t.y1; ++y) {
                         const index_t h = y * s.sh + i * s.dh - s.ph;
                         if (h < 0 || h >= s.H) continue;
                         T* row = plane + h * s.W + off;
-                        const T* srow = src + y * s.OW;
+                        const T* srow = src + (y - t.y0) * s.OW;
                         if (s.sw == 1)
                             for (index_t xo = lo; xo < hi; ++xo) row[xo] += srow[xo];
                         else
@@ -468,51 +428,157 @@ void col2im(const T* cols, T* dx, const ConvShape& s, index_t g) {
         }
 }
 
+// A (rows, P) block of an NCHW tensor t with `channels` channels, for the tile: channels
+// [c0, c0 + rows), pixels (y0, 0) .. (y1, 0) of each image.  One image: a strided view of
+// t itself (*view = true).  Several images: gathered into buf.
+template <typename T>
+const T* tile_block(const T* t, index_t channels, index_t c0, index_t rows, const ConvShape& s, const Tile& tl,
+                    index_t L, T* buf, Strides& st) {
+    if (tl.nb == 1) {
+        st = Strides{0, L, 1};
+        return t + (tl.n0 * channels + c0) * L + tl.y0 * s.OW;
+    }
+    const index_t P = tile_width(tl, s);  // whole images: P = nb * L
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t n = 0; n < tl.nb; ++n)
+            std::memcpy(buf + r * P + n * L, t + ((tl.n0 + n) * channels + c0 + r) * L, sizeof(T) * L);
+    st = Strides{0, P, 1};
+    return buf;
+}
+
+// A 1x1 kernel with stride 1 and no padding: an image (C, H*W) already is its column
+// matrix, so a one-image tile's columns are a view of x (no im2col, no col2im).
+inline bool pointwise(const ConvShape& s) {
+    return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
+}
+
+// out[tile] = w_g (O/G, CKK) @ cols (CKK, P) for each group g.
+template <typename T>
+void forward_tile(const T* x, const T* wt, T* out, const ConvShape& s, const Tile& t) {
+    const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
+    T* cols = workspace<T>(0, CKK * P);  // per thread
+    T* tmp = workspace<T>(1, Og * P);
+    for (index_t g = 0; g < s.G; ++g) {
+        Strides bs{0, P, 1};
+        const T* b = cols;
+        if (pointwise(s) && t.nb == 1) b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, bs);
+        else im2col(x, cols, s, g, t);
+        const Strides ws{0, CKK, 1};
+        if (t.nb == 1) {  // the tile's rows of out[n, group g] are a strided block of out
+            matmul(wt + g * Og * CKK, ws, b, bs, out + (t.n0 * s.O + g * Og) * L + t.y0 * s.OW, Strides{0, L, 1},
+                   1, Og, P, CKK);
+            continue;
+        }
+        matmul(wt + g * Og * CKK, ws, b, bs, tmp, Strides{0, P, 1}, 1, Og, P, CKK);
+        for (index_t n = 0; n < t.nb; ++n)
+            for (index_t o = 0; o < Og; ++o)
+                std::memcpy(out + ((t.n0 + n) * s.O + g * Og + o) * L, tmp + o * P + n * L, sizeof(T) * L);
+    }
+}
+
+template <typename T>
+void conv2d_forward_impl(const T* x, const T* wt, T* out, const ConvShape& s) {
+    if (is_depthwise(s)) return depthwise_forward(x, wt, out, s);
+    const TilePlan p = plan_tiles<T>(s);
+    // Forward tiles are independent (each writes its own part of out), rows of one image too.
+    const index_t per_chunk = (s.OH + p.rows - 1) / p.rows, tiles = p.chunks * per_chunk;
+    const bool over_tiles = num_threads() > 1 && tiles >= 2 * num_threads();
+#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (over_tiles)
+    for (index_t k = 0; k < tiles; ++k) {
+        const index_t n0 = k / per_chunk * p.nb, y0 = k % per_chunk * p.rows;
+        forward_tile(x, wt, out, s, Tile{n0, std::min(p.nb, s.N - n0), y0, std::min(s.OH, y0 + p.rows)});
+    }
+}
+
+// dx[tile's images] += col2im(w_g^T (CKK, O/G) @ grad_g (O/G, P)).  w_g^T is read in place
+// through its strides.  The tiles of an image overlap in dx (neighbouring windows share
+// pixels), so one thread does all the tiles of its images, in order.
+template <typename T>
+void backward_data_tile(const T* grad, const T* wt, T* dx, const ConvShape& s, const Tile& t) {
+    const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
+    T* cols = workspace<T>(0, CKK * P);
+    T* gbuf = workspace<T>(1, Og * P);
+    for (index_t g = 0; g < s.G; ++g) {
+        Strides gs;
+        const T* gb = tile_block(grad, s.O, g * Og, Og, s, t, L, gbuf, gs);
+        const Strides wTs{0, 1, CKK};  // element (i, o) of w_g^T is w_g[o, i]
+        if (pointwise(s) && t.nb == 1) {  // col2im is the identity: write dx directly
+            matmul(wt + g * Og * CKK, wTs, gb, gs, dx + (t.n0 * s.C + g * Cg) * L + t.y0 * s.OW,
+                   Strides{0, L, 1}, 1, CKK, P, Og);
+            continue;
+        }
+        matmul(wt + g * Og * CKK, wTs, gb, gs, cols, Strides{0, P, 1}, 1, CKK, P, Og);
+        col2im(cols, dx, s, g, t);
+    }
+}
+
 template <typename T>
 void conv2d_backward_data_impl(const T* grad, const T* wt, T* dx, const ConvShape& s) {
     if (is_depthwise(s)) return depthwise_backward_data(grad, wt, dx, s);
-    const index_t Cg = s.C / s.G, Og = s.O / s.G, KK = s.kh * s.kw, CKK = Cg * KK, L = s.OH * s.OW,
-                  NL = s.N * L;
-    std::vector<T> wT(CKK * Og);
-    if (per_image(s)) {
-        // Per image, grad[n] (O, L) is the GEMM's right operand as it stands (no gather).
-        const ConvShape s1 = one_image(s);
-        transpose(wt, wT.data(), s.O, CKK, CKK, s.O);
-#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_images(s, CKK, L, s.O))
-        for (index_t n = 0; n < s.N; ++n) {
-            T* cols = workspace<T>(0, CKK * L);  // one per thread
-            matmul(wT.data(), grad + n * s.O * L, cols, 1, CKK, L, s.O);
-            col2im(cols, dx + n * s.C * s.H * s.W, s1, 0);
-        }
-        return;
+    const TilePlan p = plan_tiles<T>(s);
+#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_chunks(p))
+    for (index_t k = 0; k < p.chunks; ++k) {
+        const index_t n0 = k * p.nb, nb = std::min(p.nb, s.N - n0);
+        std::fill(dx + n0 * s.C * s.H * s.W, dx + (n0 + nb) * s.C * s.H * s.W, T(0));
+        for_tiles_of_chunk(s, p, k, [&](const Tile& t) { backward_data_tile(grad, wt, dx, s, t); });
     }
-    T* gm = workspace<T>(1, Og * NL);
-    T* cols = workspace<T>(0, CKK * NL);
+}
+
+// acc (O, CKK) (+)= grad_g (O/G, P) @ cols^T (P, CKK) for each group g, the column matrix
+// read transposed in place.
+template <typename T>
+void backward_weight_tile(const T* grad, const T* x, T* acc, const ConvShape& s, const Tile& t, bool accumulate) {
+    const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
+    T* cols = workspace<T>(0, CKK * P);
+    T* gbuf = workspace<T>(1, Og * P);
     for (index_t g = 0; g < s.G; ++g) {
-        gather_grad(grad, gm, s, g);
-        transpose(wt + g * Og * CKK, wT.data(), Og, CKK, CKK, Og);
-        matmul(wT.data(), gm, cols, 1, CKK, NL, Og);
-        col2im(cols, dx, s, g);
+        Strides gs, xs{0, 1, P};  // element (p, i) of cols^T is cols[i, p]
+        const T* gb = tile_block(grad, s.O, g * Og, Og, s, t, L, gbuf, gs);
+        const T* b = cols;
+        if (pointwise(s) && t.nb == 1) {
+            b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, xs);
+            xs = Strides{0, xs.col, xs.row};  // the (Cg, P) block of x, read transposed
+        } else {
+            im2col(x, cols, s, g, t);
+        }
+        matmul(gb, gs, b, xs, acc + g * Og * CKK, Strides{0, CKK, 1}, 1, Og, CKK, P, accumulate);
     }
 }
 
 template <typename T>
 void conv2d_backward_weight_impl(const T* grad, const T* x, T* dwt, const ConvShape& s) {
     if (is_depthwise(s)) return depthwise_backward_weight(grad, x, dwt, s);
-    // dw_g^T (CKK, Og) = cols (CKK, N*L) @ grad_g^T (N*L, Og): the big operand is the
-    // column buffer of the forward pass (fast to build); only grad is transposed.
-    const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, NL = s.N * L;
-    T* cols = workspace<T>(0, CKK * NL);
-    T* gT = workspace<T>(1, NL * Og);
-    T* res = workspace<T>(2, CKK * Og);
-    for (index_t g = 0; g < s.G; ++g) {
-        im2col_rows(x, cols, s, g);
-        // gT rows n*L .. n*L+L-1 = grad[n, group g] (Og, L) transposed.
-#pragma omp parallel for schedule(static) if (Og * NL >= (1 << 15)) num_threads(num_threads())
-        for (index_t n = 0; n < s.N; ++n)
-            transpose(grad + (n * s.O + g * Og) * L, gT + n * L * Og, Og, L, L, Og);
-        matmul(cols, gT, res, 1, CKK, Og, NL);
-        transpose(res, dwt + g * Og * CKK, CKK, Og, Og, CKK);
+    const TilePlan p = plan_tiles<T>(s);
+    const index_t size = s.O * (s.C / s.G) * s.kh * s.kw;
+    if (!threads_over_chunks(p)) {  // tile after tile, summing into dw, with threaded GEMMs
+        bool first = true;
+        for (index_t k = 0; k < p.chunks; ++k)
+            for_tiles_of_chunk(s, p, k, [&](const Tile& t) {
+                backward_weight_tile(grad, x, dwt, s, t, !first);
+                first = false;
+            });
+        return;
+    }
+    // Thread r sums the chunks of its share of the batch into partial r, then the partials
+    // are added in order: the same sums in the same order on every call (deterministic),
+    // which a shared accumulator with atomic adds, or chunks taken dynamically, would not give.
+    const int threads = num_threads();
+    T* partial = workspace<T>(2, (threads - 1) * size);  // thread 0 sums into dwt itself
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
+    for (int r = 0; r < threads; ++r) {
+        T* acc = r == 0 ? dwt : partial + (r - 1) * size;
+        const index_t k0 = p.chunks * r / threads, k1 = p.chunks * (r + 1) / threads;
+        bool first = true;
+        for (index_t k = k0; k < k1; ++k)
+            for_tiles_of_chunk(s, p, k, [&](const Tile& t) {
+                backward_weight_tile(grad, x, acc, s, t, !first);
+                first = false;
+            });
+        if (first) std::fill(acc, acc + size, T(0));
+    }
+    for (int r = 1; r < threads; ++r) {
+        const T* part = partial + (r - 1) * size;
+        for (index_t i = 0; i < size; ++i) dwt[i] += part[i];
     }
 }
 

@@ -38,13 +38,15 @@ struct Strides {
     std::int64_t batch, row, col;
 };
 
-// c[b] = a[b] @ b[b] for b in [0, batch): a is (batch, M, K), b is (batch, K, N),
-// c is (batch, M, N) and C-contiguous. See matmul.cpp.  The first form reads a and b
-// through any strides; the second takes them C-contiguous.
-void matmul(const float* a, const Strides& as, const float* b, const Strides& bs, float* c, std::int64_t batch,
-            std::int64_t M, std::int64_t N, std::int64_t K);
+// c[b] = a[b] @ b[b] for b in [0, batch), or c[b] += a[b] @ b[b] with accumulate: a is
+// (batch, M, K), b is (batch, K, N), c is (batch, M, N). See matmul.cpp.  The first form
+// reads a and b through any strides and writes c's rows (cs.col must be 1) wherever cs
+// puts them; the second takes all three C-contiguous.
+void matmul(const float* a, const Strides& as, const float* b, const Strides& bs, float* c, const Strides& cs,
+            std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K, bool accumulate = false);
 void matmul(const double* a, const Strides& as, const double* b, const Strides& bs, double* c,
-            std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K);
+            const Strides& cs, std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K,
+            bool accumulate = false);
 void matmul(const float* a, const float* b, float* c,
             std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K);
 void matmul(const double* a, const double* b, double* c,

@@ -1,24 +1,28 @@
 // csrc/cpu/matmul.cpp — batched matrix multiply on the CPU, float32 and float64.
 //
-// What:   c[b] = a[b] @ b[b]   with a (B, M, K), b (B, K, N), c (B, M, N), one dtype.
-//         c[b, i, j] = sum_p a[b, i, p] * b[b, p, j].  c is C-contiguous; a and b may have
-//         any strides (in elements): a transposed view (x.T) is read in place, not copied,
-//         because packing (below) copies every operand into its own layout anyway.
+// What:   c[b] = a[b] @ b[b]   with a (B, M, K), b (B, K, N), c (B, M, N), one dtype;
+//         or c[b] += a[b] @ b[b] (accumulate).
+//         c[b, i, j] = sum_p a[b, i, p] * b[b, p, j].  a and b may have any strides (in
+//         elements): a transposed view (x.T) is read in place, not copied, because packing
+//         (below) copies every operand into its own layout anyway.  c's rows are contiguous
+//         but may lie any distance apart (conv.cpp writes a block of an image's columns).
 // FLOPs:  2 * B * M * N * K            (one multiply and one add per term)
 // Bytes:  at least sizeof(T) * B * (M*K + K*N + M*N)
-// Threads: OpenMP; set with _C.set_num_threads(n).  The threads first pack B together,
-//         then take (batch, row block, column block) tasks of C one at a time.
+// Threads: OpenMP; set with _C.set_num_threads(n).  A batch of at least 2 matrices per
+//         thread: each thread multiplies whole matrices.  Otherwise the threads share each
+//         product: they pack a slice of B together, then take row blocks of C.
 // Reference: `matmul` in minidl/backend/numpy_ref.py (numpy.matmul)
 // Test:   .venv/bin/python -m pytest -q tests/test_cpu_matmul.py
 // Bench:  make bench        (= .venv/bin/python -m benchmarks.bench_matmul)
 //
 // How — the GotoBLAS / BLIS recipe in plain C++ (plus GCC/Clang vector types):
 //
-//   pack all of B (KC-deep blocks of NR-wide slivers)     shared by all threads
-//   for each task (MC rows x NC columns of C), on any thread:
-//     for pc (KC deep):     pack the task's MC x KC block of A    -> L2, per thread
-//       for jr (NR columns):  B sliver KC x NR                    -> L1
-//         for ir (MR rows):     micro-kernel: MR x NR tile of C in registers
+//   for jc (NC columns):
+//     for pc (KC deep):       pack the KC x NC slice of B              -> L2/L3, shared
+//       for ic (MC rows), one row block per task, on any thread:
+//         pack the MC x KC block of A                                  -> L2, per thread
+//         for jr (NR columns):  B sliver KC x NR                       -> L1
+//           for ir (MR rows):     micro-kernel: MR x NR tile of C in registers
 //
 //   1. Pack B: each block of KC rows is copied into "slivers" of NR columns, each
 //      stored row after row: sliver[p][0..NR).  The micro-kernel reads B with unit stride.
@@ -28,7 +32,8 @@
 //      KC block; per step, MR broadcasts of A times one NR-wide row of B.
 //   Zero padding in the packed buffers lets the micro-kernel always compute a full
 //   MR x NR tile; only the write-back knows about the ragged edges of C.
-//   When N <= NC (4096) every element of A and of B is packed exactly once.
+//   When N <= NC (4096) every element of A and of B is packed exactly once, and each
+//   slice of B is used right after it is packed, while it is still in cache.
 //
 // Why the tile is 14 x 32 on AVX-512 but 6 x 16 on AVX2: an FMA has a latency of
 // 4 cycles and a core starts 2 per cycle, so at least 8 independent accumulators must
@@ -45,18 +50,13 @@
 // and plain x86-64 (`target_clones`) — and the best one the CPU has is picked at run
 // time.  MINIDL_NATIVE=1 pip install -e . builds everything with -march=native instead.
 //
-// Measured (make bench; Xeon with AVX-512, 2 cores of a shared VM, float32 n x n,
-// GFLOP/s, median of 3 runs in separate processes; the VM is noisy: +-15%):
-//                  1 thread                       2 threads
-//      n   before  now  numpy  torch      before  now  numpy  torch
-//    128      42    45    83     96          46    55    92    110
-//    256      65    74    97    129         104   125   167    189
-//    512      61    93   100    127          93   167   190    200
-//   1024      64    84    99    127         125   178   198    219
-//   2048      65    92   107    125         134   208   186    244
-// ("before": a 6 x 16 tile on AVX-512, new[] buffers per call.)  The micro-kernel
-// alone runs at ~145 GFLOP/s (~the peak: 2 FMAs x 16 floats x 2 flops x ~2.3 GHz);
-// at n <= 256 packing (~15%) and the Python wrapper (cpu.matmul) are the gap.
+// Measured: benchmarks/RESULTS.md (make bench).  On this VM (a Xeon with AVX-512, 2
+// cores shared with other tenants) the micro-kernel alone runs at up to ~170 GFLOP/s
+// (2 FMAs x 16 floats x 2 flops x ~2.7 GHz) and whole products at 100-140 per thread:
+// packing B costs most of the rest when M is small (each element of B then serves only
+// M rows).  History: a 6 x 16 AVX-512 tile with new[] buffers per call ran at 42-65;
+// packing all of B up front instead of slice by slice, and packing it sliver by sliver
+// instead of row by row, cost 5-20% on the shapes of conv layers.
 #include "kernels.h"
 
 #include <algorithm>
@@ -98,6 +98,9 @@ using Vec = typename VecOf<T>::type;
 // The blocking.  MR x NR is the register tile; KC * NR * sizeof(T) (a B sliver)
 // should fit in L1 (48 KiB here) next to the A panel streaming through it,
 // MC * KC * sizeof(T) (an A block) in L2 (2 MiB), KC * NC * sizeof(T) in L3.
+#ifndef MINIDL_NC  // (-D flags for tuning experiments)
+#define MINIDL_NC 4096
+#endif
 template <typename T, int MR_, int NV_, index_t KC_, index_t MC_>
 struct Blocking {
     static constexpr int MR = MR_;                           // rows of the register tile
@@ -105,9 +108,9 @@ struct Blocking {
     static constexpr int NR = NV_ * int(64 / sizeof(T));     // columns of the register tile
     static constexpr index_t KC = KC_;                       // depth of a packed block
     static constexpr index_t MC = MC_;                       // rows of an A block (multiple of MR)
-    static constexpr index_t NC = 4096;                      // columns of a B block
+    static constexpr index_t NC = MINIDL_NC;                 // columns of a B block
 };
-#ifndef MINIDL_AVX512_KC  // (a -D flag for tuning experiments)
+#ifndef MINIDL_AVX512_KC
 #define MINIDL_AVX512_KC 256
 #endif
 #ifndef MINIDL_AVX512_MC
@@ -138,30 +141,39 @@ T* scratch(index_t n, int which) {
     }
     return static_cast<T*>(buf.p);
 }
-void release_scratch(int which) {
-    Scratch& buf = scratch_bufs[which];
-    std::free(buf.p);
-    buf = Scratch{};
-}
 
-// Copy slivers [s0, s1) of rows [k0, k0+kc) of B (element (p, j) at b[p*rs + j*cs]),
-// each NR columns wide, zero-padding the last sliver: out[s][p][j] = B[k0 + p][s*NR + j].
+// Copy rows [p0, p1) of the kc x N slice of B that starts at row k0 (element (p, j) at
+// b[p*rs + j*cs]) into slivers NR columns wide, zero-padding the last sliver:
+// out[s][p][j] = B[k0 + p][s*NR + j], each sliver kc x NR.  Row by row when B's rows are
+// contiguous: each row is read front to back once (going sliver by sliver instead reads
+// 128 bytes from each of kc rows kilobytes apart: a cache miss each, which cost 10-20% of
+// a conv layer's GEMM).  Column by column otherwise (e.g. B = W^T): W's rows are B's columns.
 template <typename Blk, typename T>
-void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t s0, index_t s1,
+void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t p0, index_t p1,
             T* out) {
     constexpr int NR = Blk::NR;
-    for (index_t s = s0; s < s1; ++s) {
+    const index_t slivers = ceil_div(N, NR), full = N / NR;
+    if (cs == 1) {
+        for (index_t p = p0; p < p1; ++p) {
+            const T* src = b + (k0 + p) * rs;
+            for (index_t s = 0; s < full; ++s) std::memcpy(out + (s * kc + p) * NR, src + s * NR, sizeof(T) * NR);
+            if (full < slivers) {
+                T* dst = out + (full * kc + p) * NR;
+                const index_t cols = N - full * NR;
+                std::memcpy(dst, src + full * NR, sizeof(T) * cols);
+                std::fill(dst + cols, dst + NR, T(0));
+            }
+        }
+        return;
+    }
+    for (index_t s = 0; s < slivers; ++s) {
         const index_t cols = std::min<index_t>(NR, N - s * NR);
         T* dst = out + s * kc * NR;
         const T* src = b + k0 * rs + s * NR * cs;
-        if (cols == NR && cs == 1) {               // rows of B are contiguous: copy them whole
-            for (index_t p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * rs, sizeof(T) * NR);
-        } else {                                   // e.g. B = W^T: walk down B's columns,
-            for (index_t j = 0; j < cols; ++j)     // which are W's contiguous rows
-                for (index_t p = 0; p < kc; ++p) dst[p * NR + j] = src[p * rs + j * cs];
-            for (index_t p = 0; p < kc; ++p)
-                for (index_t j = cols; j < NR; ++j) dst[p * NR + j] = T(0);
-        }
+        for (index_t j = 0; j < cols; ++j)
+            for (index_t p = p0; p < p1; ++p) dst[p * NR + j] = src[p * rs + j * cs];
+        for (index_t p = p0; p < p1; ++p)
+            for (index_t j = cols; j < NR; ++j) dst[p * NR + j] = T(0);
     }
 }
 
@@ -264,89 +276,94 @@ void run_macro(Avx512Blocking<float>, MINIDL_MACRO_ARGS(float)) { macro_avx512_f
 void run_macro(Avx512Blocking<double>, MINIDL_MACRO_ARGS(double)) { macro_avx512_f64(MINIDL_MACRO_CALL); }
 #endif
 
+// One product c (+)= a @ b on `threads` threads, in BLIS's loop order: for each block of
+// NC columns and each KC-deep slice, the threads first pack that slice of B together
+// (shared), then take the MC-row blocks of A one at a time, each packing its own A block
+// and running the micro-kernels over the whole packed B slice.  The B slice (kc x nc) is
+// used while it is still in cache; a barrier separates the slices.
 template <typename Blk, typename T>
-void matmul_impl(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, index_t batch, index_t M,
-                 index_t N, index_t K) {
+void gemm(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, index_t ldc, index_t M, index_t N,
+          index_t K, bool accumulate, int threads) {
     constexpr int MR = Blk::MR, NR = Blk::NR;
-    if (batch == 0 || M == 0 || N == 0) return;
-    if (K == 0) { std::fill(c, c + batch * M * N, T(0)); return; }
-
-    // Small products are not worth waking the thread pool for.
-    const int threads = 2.0 * batch * M * N * K >= 4e6 ? num_threads() : 1;
-
-    // 1. Pack every B once, shared by all threads: per batch, K rows x (N rounded up
-    //    to NR), in KC-deep blocks.  In the block at k0 of batch bi, sliver s (columns
-    //    s*NR...) starts at bi*K*n_pad + k0*n_pad + s*kc*NR.  The threads share the work
-    //    in pieces of 4 slivers.
-    const index_t n_pad = round_up(N, NR), slivers = n_pad / NR, chunks = ceil_div(slivers, 4);
-    const index_t k_blocks = ceil_div(K, Blk::KC);
-    const index_t b_size = batch * K * n_pad;
-    T* packed_b = scratch<T>(b_size, 1);
-
-    // 2. Tasks: (batch, row block, NC-column block) tiles of C.  Each thread packs the A
-    //    block of its task itself.  Rows per task: MC, or fewer so that each thread gets
-    //    at least two tasks — and a thread that the OS has paused (the cores are
-    //    shared) leaves fewer rows for the other to pick up.
+    // Slices of equal depth (K = 1152: 5 x 231, not 4 x 256 + 128) and, with threads,
+    // row blocks small enough that every thread gets two or more (a thread that the OS
+    // pauses on these shared cores then leaves less for the other to wait for).
+    const index_t k_slices = ceil_div(K, Blk::KC), kc_max = ceil_div(K, k_slices);
     index_t mc = Blk::MC;
-    if (threads > 1 && batch < 2 * threads)
-        mc = std::min(mc, round_up(ceil_div(M, 2 * threads / batch + (2 * threads % batch != 0)), MR));
-    const index_t m_blocks = ceil_div(M, mc), n_blocks = ceil_div(N, Blk::NC);
-    const index_t tasks = batch * m_blocks * n_blocks;
+    if (threads > 1) mc = std::min(mc, round_up(ceil_div(M, 2 * threads), MR));
+    const index_t m_blocks = ceil_div(M, mc), nc_max = std::min(Blk::NC, round_up(N, NR));
+    T* packed_b = scratch<T>(kc_max * nc_max, 1);  // shared: the calling thread's
 
-    // Two work-sharing loops, both `dynamic`: whichever thread is running takes the next
-    // piece, so no thread sits in a barrier waiting for one that is not running.
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#pragma omp for schedule(dynamic) collapse(3)
-        for (index_t bi = 0; bi < batch; ++bi)
-            for (index_t kb = 0; kb < k_blocks; ++kb)
-                for (index_t chunk = 0; chunk < chunks; ++chunk) {  // 4 slivers at a time
-                    const index_t k0 = kb * Blk::KC, kc = std::min(Blk::KC, K - k0);
-                    pack_b<Blk>(b + bi * bs.batch, bs.row, bs.col, N, k0, kc, chunk * 4,
-                                std::min(slivers, chunk * 4 + 4), packed_b + bi * K * n_pad + k0 * n_pad);
+        T* packed_a = scratch<T>(mc * kc_max, 0);  // one per thread
+        for (index_t j0 = 0; j0 < N; j0 += Blk::NC) {
+            const index_t nc = std::min(Blk::NC, N - j0), slivers = ceil_div(nc, NR);
+            for (index_t k0 = 0; k0 < K; k0 += kc_max) {
+                const index_t kc = std::min(kc_max, K - k0);
+#pragma omp for schedule(dynamic)
+                for (index_t p0 = 0; p0 < kc; p0 += 16)  // 16 rows at a time
+                    pack_b<Blk>(b + j0 * bs.col, bs.row, bs.col, nc, k0, kc, p0, std::min(kc, p0 + 16), packed_b);
+                // (implicit barrier: the slice is packed before anyone multiplies)
+#pragma omp for schedule(dynamic)
+                for (index_t t = 0; t < m_blocks; ++t) {
+                    const index_t i0 = t * mc, rows = std::min(mc, M - i0);
+                    pack_a<Blk>(a, as.row, as.col, i0, k0, rows, kc, packed_a);
+                    run_macro(Blk{}, rows, nc, kc, 0, slivers, packed_a, packed_b, c + i0 * ldc + j0, ldc,
+                              /*accumulate=*/accumulate || k0 > 0);
                 }
-        // (the implicit barrier here: B is packed before anyone multiplies)
-
-        T* packed_a = scratch<T>(mc * Blk::KC, 0);  // one per thread
-#pragma omp for schedule(dynamic) nowait
-        for (index_t t = 0; t < tasks; ++t) {
-            const index_t bi = t / (m_blocks * n_blocks);
-            const index_t i0 = (t / n_blocks) % m_blocks * mc, rows = std::min(mc, M - i0);
-            const index_t j0 = t % n_blocks * Blk::NC, nc = std::min(Blk::NC, N - j0);
-            for (index_t k0 = 0; k0 < K; k0 += Blk::KC) {
-                const index_t kc = std::min(Blk::KC, K - k0);
-                // 3. Pack this task's A block, 4. run the micro-kernels over it.
-                pack_a<Blk>(a + bi * as.batch, as.row, as.col, i0, k0, rows, kc, packed_a);
-                const T* b_block = packed_b + bi * K * n_pad + k0 * n_pad + j0 * kc;
-                run_macro(Blk{}, rows, nc, kc, 0, ceil_div(nc, NR), packed_a, b_block,
-                          c + bi * M * N + i0 * N + j0, N, /*accumulate=*/k0 > 0);
+                // (implicit barrier: nobody still reads the slice the next one overwrites)
             }
         }
     }
-    // Keep a buffer for the next call, unless it is huge.
-    if (b_size * index_t(sizeof(T)) > (index_t(64) << 20)) release_scratch(1);
+}
+
+template <typename Blk, typename T>
+void matmul_impl(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs,
+                 index_t batch, index_t M, index_t N, index_t K, bool accumulate) {
+    if (batch == 0 || M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate)
+            for (index_t bi = 0; bi < batch; ++bi)
+                for (index_t i = 0; i < M; ++i) std::fill_n(c + bi * cs.batch + i * cs.row, N, T(0));
+        return;
+    }
+    // Small products are not worth waking the thread pool for.
+    const int threads = 2.0 * batch * M * N * K >= 4e6 ? num_threads() : 1;
+    if (threads > 1 && batch >= 2 * threads) {
+        // Enough matrices to share: each thread multiplies whole ones, with no barriers.
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+        for (index_t bi = 0; bi < batch; ++bi)
+            gemm<Blk>(a + bi * as.batch, as, b + bi * bs.batch, bs, c + bi * cs.batch, cs.row, M, N, K,
+                      accumulate, 1);
+        return;
+    }
+    for (index_t bi = 0; bi < batch; ++bi)
+        gemm<Blk>(a + bi * as.batch, as, b + bi * bs.batch, bs, c + bi * cs.batch, cs.row, M, N, K, accumulate,
+                  threads);
 }
 
 template <typename T>
-void matmul_dispatch(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, index_t batch, index_t M,
-                     index_t N, index_t K) {
+void matmul_dispatch(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs,
+                     index_t batch, index_t M, index_t N, index_t K, bool accumulate) {
 #if MINIDL_X86_DISPATCH
     static const bool avx512 = __builtin_cpu_supports("x86-64-v4");
-    if (avx512) return matmul_impl<Avx512Blocking<T>>(a, as, b, bs, c, batch, M, N, K);
+    if (avx512) return matmul_impl<Avx512Blocking<T>>(a, as, b, bs, c, cs, batch, M, N, K, accumulate);
 #endif
-    matmul_impl<Avx2Blocking<T>>(a, as, b, bs, c, batch, M, N, K);
+    matmul_impl<Avx2Blocking<T>>(a, as, b, bs, c, cs, batch, M, N, K, accumulate);
 }
 
 }  // namespace
 
 #define MINIDL_MATMUL_DEFINE(T)                                                                           \
-    void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, std::int64_t batch,   \
-                std::int64_t M, std::int64_t N, std::int64_t K) {                                        \
-        matmul_dispatch(a, as, b, bs, c, batch, M, N, K);                                                \
+    void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs,    \
+                std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K, bool accumulate) {   \
+        matmul_dispatch(a, as, b, bs, c, cs, batch, M, N, K, accumulate);                                \
     }                                                                                                     \
     void matmul(const T* a, const T* b, T* c, std::int64_t batch, std::int64_t M, std::int64_t N,         \
                 std::int64_t K) {                                                                         \
-        matmul_dispatch(a, Strides{M * K, K, 1}, b, Strides{K * N, N, 1}, c, batch, M, N, K);             \
+        matmul_dispatch(a, Strides{M * K, K, 1}, b, Strides{K * N, N, 1}, c, Strides{M * N, N, 1}, batch, \
+                        M, N, K, false);                                                                  \
     }
 MINIDL_MATMUL_DEFINE(float)
 MINIDL_MATMUL_DEFINE(double)
