@@ -216,7 +216,7 @@ def conv_section(out, how):
     names = ["layer", "minidl ms", "GFLOP/s", "torch ms", "torch/minidl"]
     _, rows = parse_table(lines, names)
     for r in rows:
-        r.append(f"{fnum(r[1]) / fnum(r[3]):.2f}")
+        r.append(f"{1 / fnum(r[4]):.2f}")  # from the median of the per-round ratios
     bad = [r for r in rows if fnum(r[5]) > 1.5]
     md = ["## conv2d and pooling, forward + backward", "", f"{how}. {lines[0]}.", "",
           markdown(["layer", "minidl ms", "minidl GFLOP/s", "torch ms", "torch / minidl", "minidl time / torch"],

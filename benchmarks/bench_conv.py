@@ -4,10 +4,11 @@
     .venv/bin/python -m benchmarks.bench_conv --batch 16 --threads 1 --repeat 5
     .venv/bin/python -m benchmarks.bench_conv --passes --repeat 9   # + per-pass times
 
-For each shape: the median time (of --repeat, after one warm-up) of forward + both
+For each shape: the median time (of --repeat rounds, after one warm-up) of forward + both
 backward passes (conv2d, conv2d_backward_data, conv2d_backward_weight; pooling: forward +
 backward), minidl vs torch (F.conv2d + autograd, same thread count), GFLOP/s
-(3 passes x 2*N*O*OH*OW*C/G*kh*kw) and the ratio torch / minidl (above 1: minidl faster).
+(3 passes x 2*N*O*OH*OW*C/G*kh*kw) and the ratio torch / minidl (above 1: minidl faster):
+the median of the ratios within each round, minidl and torch taking turns (common.interleaved).
 --passes adds a line per conv with each pass timed on its own (forward, backward data,
 backward weight; torch's through aten.convolution_backward with one output asked for),
 to see which pass is behind.  On a shared machine time each run a few times and compare
@@ -15,7 +16,7 @@ medians: a thread of a 2-thread run that loses its core stalls a whole parallel 
 """
 import argparse
 
-from .common import limit_threads, median_time
+from .common import interleaved, limit_threads, median_time
 
 # (name, x shape without batch, weight shape, stride, padding, groups)
 CONVS = [
@@ -34,7 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--passes", action="store_true", help="also time forward / dx / dw separately")
     args = parser.parse_args()
     torch = limit_threads(args.threads)
@@ -46,7 +47,8 @@ def main():
     from minidl.backend import cpu
     rng = np.random.default_rng(0)
     N = args.batch
-    print(f"batch={N}, threads={args.threads}, float32, fwd + bwd (data + weight), median of {args.repeat}")
+    print(f"batch={N}, threads={args.threads}, float32, fwd + bwd (data + weight), median of {args.repeat} "
+          "rounds, minidl and torch taking turns")
     print(f"{'layer':<27}{'minidl ms':>10}{'GFLOP/s':>9}{'torch ms':>10}{'torch/minidl':>13}")
     for name, xs, ws, s, p, g in CONVS:
         x = rng.standard_normal((N,) + xs).astype(np.float32)
@@ -68,9 +70,9 @@ def main():
             tx.grad = tw.grad = None
             F.conv2d(tx, tw, stride=s, padding=p, groups=g).backward(tg)
 
-        t_m, t_t = median_time(f_minidl, args.repeat), median_time(f_torch, args.repeat)
+        t_m, t_t, ratio = interleaved(f_minidl, f_torch, args.repeat)
         flops = 3 * 2 * N * ws[0] * out.shape[2] * out.shape[3] * ws[1] * ws[2] * ws[3]
-        print(f"{name:<27}{t_m * 1e3:>10.2f}{flops / t_m / 1e9:>9.1f}{t_t * 1e3:>10.2f}{t_t / t_m:>13.2f}")
+        print(f"{name:<27}{t_m * 1e3:>10.2f}{flops / t_m / 1e9:>9.1f}{t_t * 1e3:>10.2f}{ratio:>13.2f}")
         if args.passes:
             back = torch.ops.aten.convolution_backward
             conv_args = (st, pd, dl, False, (0, 0), g)
@@ -111,8 +113,8 @@ def main():
             tx.grad = None
             pool(tx, k, s, p).backward(tg)
 
-        t_m, t_t = median_time(f_minidl, args.repeat), median_time(f_torch, args.repeat)
-        print(f"{name:<27}{t_m * 1e3:>10.2f}{'':>9}{t_t * 1e3:>10.2f}{t_t / t_m:>13.2f}")
+        t_m, t_t, ratio = interleaved(f_minidl, f_torch, args.repeat)
+        print(f"{name:<27}{t_m * 1e3:>10.2f}{'':>9}{t_t * 1e3:>10.2f}{ratio:>13.2f}")
 
 
 if __name__ == "__main__":

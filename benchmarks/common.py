@@ -31,6 +31,24 @@ def median_time(fn, repeat):
     return times[len(times) // 2]
 
 
+def interleaved(f_a, f_b, rounds, pause=0.02):
+    """Time f_a and f_b in turns: a warm-up call of each, then ``rounds`` rounds of one timed
+    call of each.  Returns (median seconds of f_a, of f_b, median over the rounds of t_b / t_a).
+    On a shared machine a core's speed drifts over seconds; a ratio taken within a round
+    compares calls made a moment apart.  ``pause``: a sleep before each call, so that the
+    other library's idle threads have stopped spinning on the cores."""
+    f_a(), f_b()
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        for f, times in ((f_a, times_a), (f_b, times_b)):
+            time.sleep(pause)
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+    ratios = sorted(b / a for a, b in zip(times_a, times_b))
+    return sorted(times_a)[rounds // 2], sorted(times_b)[rounds // 2], ratios[rounds // 2]
+
+
 def limit_threads(n, torch=True, minidl=True):
     """Give numpy, minidl and torch (if installed) ``n`` threads each; returns torch or None.
     With ``torch=False`` torch is not even imported (a process timing minidl or numpy alone);

@@ -334,42 +334,45 @@ struct Tile {
     index_t n0, nb, y0, y1;
 };
 
-// How the output is cut: `rows` output rows per tile, or, when a tile takes whole images,
-// `nb` images per tile.  A tile should be P columns wide with
+// How the output is cut: `rows` output rows per tile, or, when one image is narrower than
+// P, whole images, about P / (OH*OW) per tile.  A tile should be P columns wide with
 //   P >= 512 KiB / (CKK * sizeof(T)): columns that (about) fit in L2 next to the packed copy,
-//   P >= 4 * O/G:  each tile's GEMM packs all the weights (O/G x CKK) again -- and dw's
+//   P >= 2 * O/G:  each tile's GEMM packs all the weights (O/G x CKK) again -- and dw's
 //                  adds into all of dw -- so P must be large next to O/G to pay for that,
 //   P >= 256:      a GEMM narrower than that is mostly edges,
 // whichever is largest.  E.g. ResNet18 at batch 32: layer1 (O = 64, 56x56): 5 rows,
-// 280 columns; layer3 (O = 256, 14x14): 6 images, 1176 columns; layer4 (O = 512, 7x7):
-// 16 images (the whole batch in two tiles, with threaded GEMMs).
+// 280 columns; layer3 (O = 256, 14x14): 2 or 3 images, 392-588 columns; layer4 (O = 512, 7x7):
+// 16 images, 784 columns (2 tiles, one per thread).  (Measured against 4 * O/G, which
+// made layer4 one tile of 32 images with threaded GEMMs: 12-18% slower forward and dx.)
 struct TilePlan {
-    index_t rows, nb, chunks;  // chunks: groups of nb images
+    index_t N, OH, rows, chunks;  // rows per tile; chunks: groups of whole images
+    // Chunk k: images [n0(k), n0(k + 1)) -- sizes differ by at most one.
+    index_t n0(index_t k) const { return N * k / chunks; }
+    // Calls f(tile) for each tile of chunk k, in order of rows.
+    template <typename F>
+    void for_tiles(index_t k, F&& f) const {
+        for (index_t y0 = 0; y0 < OH; y0 += rows) f(Tile{n0(k), n0(k + 1) - n0(k), y0, std::min(OH, y0 + rows)});
+    }
 };
 
 template <typename T>
 TilePlan plan_tiles(const ConvShape& s) {
     const index_t CKK = s.C / s.G * s.kh * s.kw, L = s.OH * s.OW;
-    const index_t P = std::max({(index_t(512) << 10) / (CKK * index_t(sizeof(T))), 4 * (s.O / s.G), index_t(256)});
-    TilePlan p{std::clamp<index_t>((P + s.OW - 1) / s.OW, 1, s.OH), 1, 0};
-    if (p.rows == s.OH) {
-        p.nb = std::clamp<index_t>((P + L - 1) / L, 1, s.N);
-        p.nb = (s.N + (s.N + p.nb - 1) / p.nb - 1) / ((s.N + p.nb - 1) / p.nb);  // as even as can be
+    const index_t P = std::max({(index_t(512) << 10) / (CKK * index_t(sizeof(T))), 2 * (s.O / s.G), index_t(256)});
+    TilePlan p{s.N, s.OH, std::clamp<index_t>((P + s.OW - 1) / s.OW, 1, s.OH), s.N};
+    if (p.rows == s.OH) {  // whole images: as many as make P columns
+        const index_t nb = std::clamp<index_t>((P + L - 1) / L, 1, s.N);
+        p.chunks = (s.N + nb - 1) / nb;
+        const index_t th = num_threads();  // a multiple of the thread count, so that they all finish together
+        if (th > 1 && p.chunks >= th) p.chunks = std::min(s.N, (p.chunks + th - 1) / th * th);
     }
-    p.chunks = (s.N + p.nb - 1) / p.nb;
     return p;
 }
 
-// The tiles of chunk k (images k*nb ...), calling f(tile) for each in order of rows.
-template <typename F>
-void for_tiles_of_chunk(const ConvShape& s, const TilePlan& p, index_t k, F&& f) {
-    const index_t n0 = k * p.nb, nb = std::min(p.nb, s.N - n0);
-    for (index_t y0 = 0; y0 < s.OH; y0 += p.rows) f(Tile{n0, nb, y0, std::min(s.OH, y0 + p.rows)});
-}
-
-// Whether the threads should take whole chunks (each GEMM on one thread): only when there
-// are enough to share evenly.  Otherwise the chunks go one by one, with threaded GEMMs.
-inline bool threads_over_chunks(const TilePlan& p) { return num_threads() > 1 && p.chunks >= 2 * num_threads(); }
+// Whether the threads should take whole chunks (each GEMM on one thread): when there are
+// at least as many as threads (plan_tiles makes their number a multiple of the threads).
+// Otherwise the chunks go one by one, with threaded GEMMs (and a threaded im2col / col2im).
+inline bool threads_over_chunks(const TilePlan& p) { return num_threads() > 1 && p.chunks >= num_threads(); }
 
 inline index_t tile_width(const Tile& t, const ConvShape& s) { return t.nb * (t.y1 - t.y0) * s.OW; }
 
@@ -378,6 +381,8 @@ inline index_t tile_width(const Tile& t, const ConvShape& s) { return t.nb * (t.
 template <typename T>
 void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t) {
     const index_t Cg = s.C / s.G, KK = s.kh * s.kw, P = tile_width(t, s);
+    // (Threaded only when called outside the threads' loop over tiles: a nested region runs on one.)
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (Cg * KK * P >= (1 << 16))
     for (index_t r = 0; r < Cg * KK; ++r) {
         const index_t c = g * Cg + r / KK, i = (r % KK) / s.kw, j = r % s.kw;
         const index_t off = j * s.dw - s.pw;
@@ -405,6 +410,7 @@ void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t) {
 template <typename T>
 void col2im(const T* cols, T* dx, const ConvShape& s, index_t g, const Tile& t) {
     const index_t Cg = s.C / s.G, P = tile_width(t, s), P1 = (t.y1 - t.y0) * s.OW;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads()) if (Cg * s.kh * s.kw * P >= (1 << 16))
     for (index_t n = t.n0; n < t.n0 + t.nb; ++n)
         for (index_t c = 0; c < Cg; ++c) {
             T* plane = dx + (n * s.C + g * Cg + c) * s.H * s.W;
@@ -482,11 +488,11 @@ void conv2d_forward_impl(const T* x, const T* wt, T* out, const ConvShape& s) {
     const TilePlan p = plan_tiles<T>(s);
     // Forward tiles are independent (each writes its own part of out), rows of one image too.
     const index_t per_chunk = (s.OH + p.rows - 1) / p.rows, tiles = p.chunks * per_chunk;
-    const bool over_tiles = num_threads() > 1 && tiles >= 2 * num_threads();
+    const bool over_tiles = num_threads() > 1 && tiles >= num_threads();
 #pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (over_tiles)
     for (index_t k = 0; k < tiles; ++k) {
-        const index_t n0 = k / per_chunk * p.nb, y0 = k % per_chunk * p.rows;
-        forward_tile(x, wt, out, s, Tile{n0, std::min(p.nb, s.N - n0), y0, std::min(s.OH, y0 + p.rows)});
+        const index_t c = k / per_chunk, y0 = k % per_chunk * p.rows;
+        forward_tile(x, wt, out, s, Tile{p.n0(c), p.n0(c + 1) - p.n0(c), y0, std::min(s.OH, y0 + p.rows)});
     }
 }
 
@@ -518,9 +524,8 @@ void conv2d_backward_data_impl(const T* grad, const T* wt, T* dx, const ConvShap
     const TilePlan p = plan_tiles<T>(s);
 #pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (threads_over_chunks(p))
     for (index_t k = 0; k < p.chunks; ++k) {
-        const index_t n0 = k * p.nb, nb = std::min(p.nb, s.N - n0);
-        std::fill(dx + n0 * s.C * s.H * s.W, dx + (n0 + nb) * s.C * s.H * s.W, T(0));
-        for_tiles_of_chunk(s, p, k, [&](const Tile& t) { backward_data_tile(grad, wt, dx, s, t); });
+        std::fill(dx + p.n0(k) * s.C * s.H * s.W, dx + p.n0(k + 1) * s.C * s.H * s.W, T(0));
+        p.for_tiles(k, [&](const Tile& t) { backward_data_tile(grad, wt, dx, s, t); });
     }
 }
 
@@ -553,7 +558,7 @@ void conv2d_backward_weight_impl(const T* grad, const T* x, T* dwt, const ConvSh
     if (!threads_over_chunks(p)) {  // tile after tile, summing into dw, with threaded GEMMs
         bool first = true;
         for (index_t k = 0; k < p.chunks; ++k)
-            for_tiles_of_chunk(s, p, k, [&](const Tile& t) {
+            p.for_tiles(k, [&](const Tile& t) {
                 backward_weight_tile(grad, x, dwt, s, t, !first);
                 first = false;
             });
@@ -570,7 +575,7 @@ void conv2d_backward_weight_impl(const T* grad, const T* x, T* dwt, const ConvSh
         const index_t k0 = p.chunks * r / threads, k1 = p.chunks * (r + 1) / threads;
         bool first = true;
         for (index_t k = k0; k < k1; ++k)
-            for_tiles_of_chunk(s, p, k, [&](const Tile& t) {
+            p.for_tiles(k, [&](const Tile& t) {
                 backward_weight_tile(grad, x, acc, s, t, !first);
                 first = false;
             });
