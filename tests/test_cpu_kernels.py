@@ -262,6 +262,11 @@ def test_pooling_matches_reference(c, dtype, seed, layout, ties):
     ((5, 256, 24, 24), (8, 256, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1: row tiles read x in place
     ((9, 8, 5, 5), (4, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1),        # several small images per tile
     ((13, 8, 4, 4), (5, 8, 1, 1), (1, 1), (0, 0), (1, 1), 1),       # ... 1x1
+    # depthwise, stride 1: the flat-plane loops (rows under 32 wide) and the row loops
+    ((3, 24, 14, 14), (24, 1, 5, 5), (1, 1), (2, 2), (1, 1), 24),   # EfficientNet's 5x5 at 14x14
+    ((2, 16, 7, 7), (16, 1, 3, 3), (1, 1), (1, 1), (1, 1), 16),
+    ((3, 6, 11, 13), (6, 1, 5, 5), (1, 1), (1, 0), (1, 1), 6),      # less padding than K // 2
+    ((2, 8, 9, 40), (8, 1, 3, 3), (1, 1), (1, 1), (1, 1), 8),       # rows of 40: in place
 ])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_conv2d_larger_shapes(shape, threads):
