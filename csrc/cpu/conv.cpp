@@ -4,9 +4,10 @@
 // What:   out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] * in[n, g*C/G + c, y*sh + i*dh - ph, x*sw + j*dw - pw]
 //         (zero outside the image), with stride, padding, dilation and groups G.
 // How:    general case: im2col + minidl::matmul, tile by tile (see "the three passes"):
-//         the output is cut into tiles (a few rows of an image, or a few small images)
-//         whose column matrix, cols (C/G*kh*kw, P) = the input patches under the tile's P
-//         output pixels, stays in cache from im2col through the GEMM.  Per tile and group g:
+//         the output is cut into tiles (a few rows of an image, or a few small images),
+//         and a tile's column matrix, cols (C/G*kh*kw, P) = the input patches under its P
+//         output pixels, is built 256 rows at a time, so that each slice stays in cache
+//         from im2col through its GEMM.  Per tile and group g (sums over the slices):
 //           forward:  out[tile] = w_g @ cols, written in place (a strided block of out);
 //                     a 1x1 / stride 1 / no padding conv reads x as its own cols.
 //           dx:       cols = w_g^T @ grad[tile] (w^T read in place), then col2im adds the
@@ -351,26 +352,36 @@ bool is_depthwise(const ConvShape& s) { return s.G == s.C && s.O == s.C && s.G >
 // matrix holds the C/G*kh*kw input values under output pixel (y, x) of image n.  Building
 // all N*OH*OW columns at once (58 MB for ResNet18's layer1 at batch 32) sends them out to
 // memory and back, and page-faults a fresh buffer; so the output is cut into tiles --
-// a few rows of one image, or a few whole images when images are small -- whose columns
-// (about 512 KiB) stay in the core's L2 cache from im2col through the GEMM.  Each tile is
-// a GEMM of its own: the threads take tiles (each GEMM then runs on one thread), or, when
-// there are too few tiles to share, go through them one by one with threaded GEMMs.
+// a few rows of one image, or a few whole images when images are small -- and each
+// tile's columns are made a slice of rows at a time (RB below), small enough to stay in
+// the core's L2 cache from im2col through the GEMM.  The threads take tiles (each GEMM
+// then runs on one thread), or, when there are too few tiles to share, go through them
+// one by one with threaded GEMMs.
 
 // A tile: output rows [y0, y1) of images [n0, n0 + nb) (nb > 1 only with whole images).
 struct Tile {
     index_t n0, nb, y0, y1;
 };
 
+// The column matrix of a tile is built and used RB rows (a slice of C/G*kh*kw) at a time,
+// each slice a GEMM of its own that adds into the result: RB x P floats (e.g. 256 x 784:
+// 0.8 MB) stay in the core's L2 from im2col to the GEMM, where the whole matrix (layer4:
+// 4608 x 784, 14 MB per thread) went out to memory and back.  RB = 256 is matmul.cpp's
+// KC, the depth the GEMM slices K into anyway, so slicing here costs it nothing.
+constexpr index_t RB = 256;
+
 // How the output is cut: `rows` output rows per tile, or, when one image is narrower than
 // P, whole images, about P / (OH*OW) per tile.  A tile should be P columns wide with
-//   P >= 512 KiB / (CKK * sizeof(T)): columns that (about) fit in L2 next to the packed copy,
+//   P >= 512 KiB / (min(CKK, RB) * sizeof(T)): a slice of columns about fills L2 (a
+//                  narrower tile would only make more, smaller GEMMs),
 //   P >= 2 * O/G:  each tile's GEMM packs all the weights (O/G x CKK) again -- and dw's
 //                  adds into all of dw -- so P must be large next to O/G to pay for that,
 //   P >= 256:      a GEMM narrower than that is mostly edges,
-// whichever is largest.  E.g. ResNet18 at batch 32: layer1 (O = 64, 56x56): 5 rows,
-// 280 columns; layer3 (O = 256, 14x14): 2 or 3 images, 392-588 columns; layer4 (O = 512, 7x7):
-// 16 images, 784 columns (2 tiles, one per thread).  (Measured against 4 * O/G, which
-// made layer4 one tile of 32 images with threaded GEMMs: 12-18% slower forward and dx.)
+// whichever is largest.  E.g. ResNet18 at batch 32: layer1 (O = 64, 56x56): 10 rows,
+// 560 columns; layer3 (O = 256, 14x14): 2 or 3 images, 392-588 columns; layer4 (O = 512,
+// 7x7): 16 images, 784 columns (2 tiles, one per thread).  (Measured against 4 * O/G,
+// which made layer4 one tile of 32 images with threaded GEMMs: 12-18% slower forward and
+// dx.)
 struct TilePlan {
     index_t N, OH, rows, chunks;  // rows per tile; chunks: groups of whole images
     // Chunk k: images [n0(k), n0(k + 1)) -- sizes differ by at most one.
@@ -385,7 +396,7 @@ struct TilePlan {
 template <typename T>
 TilePlan plan_tiles(const ConvShape& s) {
     const index_t CKK = s.C / s.G * s.kh * s.kw, L = s.OH * s.OW;
-    const index_t P = std::max({(index_t(512) << 10) / (CKK * index_t(sizeof(T))), 2 * (s.O / s.G), index_t(256)});
+    const index_t P = std::max({(index_t(512) << 10) / (std::min(CKK, RB) * index_t(sizeof(T))), 2 * (s.O / s.G), index_t(256)});
     TilePlan p{s.N, s.OH, std::clamp<index_t>((P + s.OW - 1) / s.OW, 1, s.OH), s.N};
     if (p.rows == s.OH) {  // whole images: as many as make P columns
         const index_t nb = std::clamp<index_t>((P + L - 1) / L, 1, s.N);
@@ -403,19 +414,20 @@ inline bool threads_over_chunks(const TilePlan& p) { return num_threads() > 1 &&
 
 inline index_t tile_width(const Tile& t, const ConvShape& s) { return t.nb * (t.y1 - t.y0) * s.OW; }
 
-// cols (C/G*kh*kw, P) for the tile, group g: cols[(c*kh + i)*kw + j][(n - n0)*P1 + (y - y0)*OW + xo]
-// = x[n, g*C/G + c, y*sh + i*dh - ph, xo*sw + j*dw - pw], zero outside the image.
+// Rows [r0, r1) of the tile's column matrix for group g, into cols (r1 - r0, P):
+// row r = (c*kh + i)*kw + j, column (n - n0)*P1 + (y - y0)*OW + xo holds
+// x[n, g*C/G + c, y*sh + i*dh - ph, xo*sw + j*dw - pw], zero outside the image.
 template <typename T>
-void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t) {
+void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t, index_t r0, index_t r1) {
     const index_t Cg = s.C / s.G, KK = s.kh * s.kw, P = tile_width(t, s);
     // (Threaded only when called outside the threads' loop over tiles: a nested region runs on one.)
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (Cg * KK * P >= (1 << 16))
-    for (index_t r = 0; r < Cg * KK; ++r) {
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if ((r1 - r0) * P >= (1 << 16))
+    for (index_t r = r0; r < r1; ++r) {
         const index_t c = g * Cg + r / KK, i = (r % KK) / s.kw, j = r % s.kw;
         const index_t off = j * s.dw - s.pw;
         index_t lo, hi;
         valid_range(off, s.sw, s.W, s.OW, lo, hi);
-        T* dst = cols + r * P;
+        T* dst = cols + (r - r0) * P;
         for (index_t n = t.n0; n < t.n0 + t.nb; ++n) {
             const T* plane = x + (n * s.C + c) * s.H * s.W;
             for (index_t y = t.y0; y < t.y1; ++y, dst += s.OW) {
@@ -433,31 +445,34 @@ void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t) {
     }
 }
 
-// The inverse, summing: dx[n, g*C/G + c] += every column entry that came from that pixel.
+// The inverse, summing, for rows [r0, r1) of the column matrix in cols:
+// dx[n, g*C/G + c] += every column entry that came from that pixel.
 template <typename T>
-void col2im(const T* cols, T* dx, const ConvShape& s, index_t g, const Tile& t) {
-    const index_t Cg = s.C / s.G, P = tile_width(t, s), P1 = (t.y1 - t.y0) * s.OW;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads()) if (Cg * s.kh * s.kw * P >= (1 << 16))
+void col2im(const T* cols, T* dx, const ConvShape& s, index_t g, const Tile& t, index_t r0, index_t r1) {
+    const index_t KK = s.kh * s.kw, P = tile_width(t, s), P1 = (t.y1 - t.y0) * s.OW;
+    const index_t c0 = r0 / KK, c1 = (r1 + KK - 1) / KK;  // the channels these rows belong to
+    // (Each (n, c) plane is summed by one thread: no races.)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads()) if ((r1 - r0) * P >= (1 << 16))
     for (index_t n = t.n0; n < t.n0 + t.nb; ++n)
-        for (index_t c = 0; c < Cg; ++c) {
-            T* plane = dx + (n * s.C + g * Cg + c) * s.H * s.W;
-            for (index_t i = 0; i < s.kh; ++i)
-                for (index_t j = 0; j < s.kw; ++j) {
-                    const T* src = cols + ((c * s.kh + i) * s.kw + j) * P + (n - t.n0) * P1;
-                    const index_t off = j * s.dw - s.pw;
-                    index_t lo, hi;
-                    valid_range(off, s.sw, s.W, s.OW, lo, hi);
-                    for (index_t y = t.y0; y < t.y1; ++y) {
-                        const index_t h = y * s.sh + i * s.dh - s.ph;
-                        if (h < 0 || h >= s.H) continue;
-                        T* row = plane + h * s.W + off;
-                        const T* srow = src + (y - t.y0) * s.OW;
-                        if (s.sw == 1)
-                            for (index_t xo = lo; xo < hi; ++xo) row[xo] += srow[xo];
-                        else
-                            for (index_t xo = lo; xo < hi; ++xo) row[xo * s.sw] += srow[xo];
-                    }
+        for (index_t c = c0; c < c1; ++c) {
+            T* plane = dx + (n * s.C + g * (s.C / s.G) + c) * s.H * s.W;
+            for (index_t ij = std::max(r0, c * KK) - c * KK; ij < std::min(r1, (c + 1) * KK) - c * KK; ++ij) {
+                const index_t i = ij / s.kw, j = ij % s.kw;
+                const T* src = cols + (c * KK + ij - r0) * P + (n - t.n0) * P1;
+                const index_t off = j * s.dw - s.pw;
+                index_t lo, hi;
+                valid_range(off, s.sw, s.W, s.OW, lo, hi);
+                for (index_t y = t.y0; y < t.y1; ++y) {
+                    const index_t h = y * s.sh + i * s.dh - s.ph;
+                    if (h < 0 || h >= s.H) continue;
+                    T* row = plane + h * s.W + off;
+                    const T* srow = src + (y - t.y0) * s.OW;
+                    if (s.sw == 1)
+                        for (index_t xo = lo; xo < hi; ++xo) row[xo] += srow[xo];
+                    else
+                        for (index_t xo = lo; xo < hi; ++xo) row[xo * s.sw] += srow[xo];
                 }
+            }
         }
 }
 
@@ -485,24 +500,30 @@ inline bool pointwise(const ConvShape& s) {
     return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
 }
 
-// out[tile] = w_g (O/G, CKK) @ cols (CKK, P) for each group g.
+// out[tile] = w_g (O/G, CKK) @ cols (CKK, P) for each group g, as the sum over row
+// slices r0 of w_g[:, r0:r1] @ cols[r0:r1].
 template <typename T>
 void forward_tile(const T* x, const T* wt, T* out, const ConvShape& s, const Tile& t) {
     const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
-    T* cols = workspace<T>(0, CKK * P);  // per thread
+    T* cols = workspace<T>(0, std::min(CKK, RB) * P);  // per thread
     T* tmp = workspace<T>(1, Og * P);
     for (index_t g = 0; g < s.G; ++g) {
-        Strides bs{0, P, 1};
-        const T* b = cols;
-        if (pointwise(s) && t.nb == 1) b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, bs);
-        else im2col(x, cols, s, g, t);
-        const Strides ws{0, CKK, 1};
-        if (t.nb == 1) {  // the tile's rows of out[n, group g] are a strided block of out
-            matmul(wt + g * Og * CKK, ws, b, bs, out + (t.n0 * s.O + g * Og) * L + t.y0 * s.OW, Strides{0, L, 1},
-                   1, Og, P, CKK);
-            continue;
+        const T* w = wt + g * Og * CKK;
+        // The tile's rows of out[n, group g] are a strided block of out; several images go via tmp.
+        T* c = t.nb == 1 ? out + (t.n0 * s.O + g * Og) * L + t.y0 * s.OW : tmp;
+        const Strides cs{0, t.nb == 1 ? L : P, 1};
+        if (pointwise(s) && t.nb == 1) {  // x is its own column matrix
+            Strides bs;
+            const T* b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, bs);
+            matmul(w, Strides{0, CKK, 1}, b, bs, c, cs, 1, Og, P, CKK);
+        } else {
+            for (index_t r0 = 0; r0 < CKK; r0 += RB) {
+                const index_t r1 = std::min(CKK, r0 + RB);
+                im2col(x, cols, s, g, t, r0, r1);
+                matmul(w + r0, Strides{0, CKK, 1}, cols, Strides{0, P, 1}, c, cs, 1, Og, P, r1 - r0, r0 > 0);
+            }
         }
-        matmul(wt + g * Og * CKK, ws, b, bs, tmp, Strides{0, P, 1}, 1, Og, P, CKK);
+        if (t.nb == 1) continue;
         for (index_t n = 0; n < t.nb; ++n)
             for (index_t o = 0; o < Og; ++o)
                 std::memcpy(out + ((t.n0 + n) * s.O + g * Og + o) * L, tmp + o * P + n * L, sizeof(T) * L);
@@ -529,19 +550,22 @@ void conv2d_forward_impl(const T* x, const T* wt, T* out, const ConvShape& s) {
 template <typename T>
 void backward_data_tile(const T* grad, const T* wt, T* dx, const ConvShape& s, const Tile& t) {
     const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
-    T* cols = workspace<T>(0, CKK * P);
+    T* cols = workspace<T>(0, std::min(CKK, RB) * P);
     T* gbuf = workspace<T>(1, Og * P);
     for (index_t g = 0; g < s.G; ++g) {
         Strides gs;
         const T* gb = tile_block(grad, s.O, g * Og, Og, s, t, L, gbuf, gs);
+        const T* w = wt + g * Og * CKK;
         const Strides wTs{0, 1, CKK};  // element (i, o) of w_g^T is w_g[o, i]
         if (pointwise(s) && t.nb == 1) {  // col2im is the identity: write dx directly
-            matmul(wt + g * Og * CKK, wTs, gb, gs, dx + (t.n0 * s.C + g * Cg) * L + t.y0 * s.OW,
-                   Strides{0, L, 1}, 1, CKK, P, Og);
+            matmul(w, wTs, gb, gs, dx + (t.n0 * s.C + g * Cg) * L + t.y0 * s.OW, Strides{0, L, 1}, 1, CKK, P, Og);
             continue;
         }
-        matmul(wt + g * Og * CKK, wTs, gb, gs, cols, Strides{0, P, 1}, 1, CKK, P, Og);
-        col2im(cols, dx, s, g, t);
+        for (index_t r0 = 0; r0 < CKK; r0 += RB) {  // rows r0..r1 of cols = rows r0..r1 of w_g^T @ grad_g
+            const index_t r1 = std::min(CKK, r0 + RB);
+            matmul(w + r0, wTs, gb, gs, cols, Strides{0, P, 1}, 1, r1 - r0, P, Og);
+            col2im(cols, dx, s, g, t, r0, r1);
+        }
     }
 }
 
@@ -557,23 +581,29 @@ void conv2d_backward_data_impl(const T* grad, const T* wt, T* dx, const ConvShap
 }
 
 // acc (O, CKK) (+)= grad_g (O/G, P) @ cols^T (P, CKK) for each group g, the column matrix
-// read transposed in place.
+// read transposed in place; a slice of its rows gives a slice of acc's columns.
 template <typename T>
 void backward_weight_tile(const T* grad, const T* x, T* acc, const ConvShape& s, const Tile& t, bool accumulate) {
     const index_t Cg = s.C / s.G, Og = s.O / s.G, CKK = Cg * s.kh * s.kw, L = s.OH * s.OW, P = tile_width(t, s);
-    T* cols = workspace<T>(0, CKK * P);
+    T* cols = workspace<T>(0, std::min(CKK, RB) * P);
     T* gbuf = workspace<T>(1, Og * P);
     for (index_t g = 0; g < s.G; ++g) {
-        Strides gs, xs{0, 1, P};  // element (p, i) of cols^T is cols[i, p]
+        Strides gs;
         const T* gb = tile_block(grad, s.O, g * Og, Og, s, t, L, gbuf, gs);
-        const T* b = cols;
+        T* a = acc + g * Og * CKK;
         if (pointwise(s) && t.nb == 1) {
-            b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, xs);
-            xs = Strides{0, xs.col, xs.row};  // the (Cg, P) block of x, read transposed
-        } else {
-            im2col(x, cols, s, g, t);
+            Strides xs;
+            const T* b = tile_block(x, s.C, g * Cg, Cg, s, t, L, cols, xs);
+            // the (Cg, P) block of x, read transposed: element (p, i) at b[i * xs.row + p]
+            matmul(gb, gs, b, Strides{0, 1, xs.row}, a, Strides{0, CKK, 1}, 1, Og, CKK, P, accumulate);
+            continue;
         }
-        matmul(gb, gs, b, xs, acc + g * Og * CKK, Strides{0, CKK, 1}, 1, Og, CKK, P, accumulate);
+        for (index_t r0 = 0; r0 < CKK; r0 += RB) {
+            const index_t r1 = std::min(CKK, r0 + RB);
+            im2col(x, cols, s, g, t, r0, r1);
+            // element (p, i) of cols^T is cols[i, p]
+            matmul(gb, gs, cols, Strides{0, 1, P}, a + r0, Strides{0, CKK, 1}, 1, Og, r1 - r0, P, accumulate);
+        }
     }
 }
 
