@@ -142,16 +142,54 @@ T* scratch(index_t n, int which) {
     return static_cast<T*>(buf.p);
 }
 
+// A W x W block of T in W vectors of W (W = 16 floats or 8 doubles, 64 bytes a row),
+// transposed in registers: log2(W) rounds of "butterflies".  In the round for distance D,
+// rows i and i + D (i & D == 0) swap their D-wide groups of lanes crosswise:
+//   row i     takes lanes l of row i where l & D == 0, lanes l - D of row i + D elsewhere,
+//   row i + D takes lanes l + D of row i where l & D == 0, lanes l of row i + D elsewhere.
+// After the rounds for D = W/2 ... 1, row i holds what was column i.  Each swap is one
+// two-source shuffle (AVX-512's vpermt2ps): 64 instructions for 256 floats, where copying
+// element by element costs a load and a store each.
+template <typename T> struct IndexVecOf;
+template <> struct IndexVecOf<float> { typedef std::int32_t type __attribute__((vector_size(64))); };
+template <> struct IndexVecOf<double> { typedef std::int64_t type __attribute__((vector_size(64))); };
+
+template <typename T, int D>
+MINIDL_INLINE void transpose_rounds(Vec<T>* r) {
+    if constexpr (D >= 1) {
+        constexpr int W = 64 / sizeof(T);
+        typename IndexVecOf<T>::type lo, hi;  // lanes 0..W-1: row i's, W..2W-1: row i + D's
+        for (int l = 0; l < W; ++l) {
+            lo[l] = (l & D) == 0 ? l : W + l - D;
+            hi[l] = (l & D) == 0 ? l + D : W + l;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < W; ++i)
+            if ((i & D) == 0) {
+                const Vec<T> a = r[i], b = r[i + D];
+                r[i] = __builtin_shuffle(a, b, lo);
+                r[i + D] = __builtin_shuffle(a, b, hi);
+            }
+        transpose_rounds<T, D / 2>(r);
+    }
+}
+
 // Copy rows [p0, p1) of the kc x N slice of B that starts at row k0 (element (p, j) at
 // b[p*rs + j*cs]) into slivers NR columns wide, zero-padding the last sliver:
-// out[s][p][j] = B[k0 + p][s*NR + j], each sliver kc x NR.  Row by row when B's rows are
-// contiguous: each row is read front to back once (going sliver by sliver instead reads
-// 128 bytes from each of kc rows kilobytes apart: a cache miss each, which cost 10-20% of
-// a conv layer's GEMM).  Column by column otherwise (e.g. B = W^T): W's rows are B's columns.
+// out[s][p][j] = B[k0 + p][s*NR + j], each sliver kc x NR.  Three cases:
+//  - B's rows are contiguous (cs == 1): row by row, each row read front to back once
+//    (going sliver by sliver instead reads 128 bytes from each of kc rows kilobytes apart:
+//    a cache miss each, which cost 10-20% of a conv layer's GEMM);
+//  - B's columns are contiguous (rs == 1, e.g. B = W^T in a Linear layer, or the im2col
+//    columns read transposed for a conv's weight gradient): W x W blocks, W columns
+//    loaded as vectors and transposed in registers (transpose_rounds): 2-3x faster than
+//    element by element, which was most of the time of a weight gradient's GEMM when the
+//    other operand has few rows (64 output channels: 4 FMAs per packed element);
+//  - anything else, and the ragged edges: element by element.
 template <typename Blk, typename T>
-void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t p0, index_t p1,
-            T* out) {
-    constexpr int NR = Blk::NR;
+MINIDL_INLINE void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t p0,
+                          index_t p1, T* out) {
+    constexpr int NR = Blk::NR, W = 64 / sizeof(T);
     const index_t slivers = ceil_div(N, NR), full = N / NR;
     if (cs == 1) {
         for (index_t p = p0; p < p1; ++p) {
@@ -170,10 +208,19 @@ void pack_b(const T* b, index_t rs, index_t cs, index_t N, index_t k0, index_t k
         const index_t cols = std::min<index_t>(NR, N - s * NR);
         T* dst = out + s * kc * NR;
         const T* src = b + k0 * rs + s * NR * cs;
+        index_t p = p0;
+        if (rs == 1 && cols == NR)
+            for (; p + W <= p1; p += W)
+                for (int h = 0; h < NR / W; ++h) {  // the W x W block at (p, h*W)
+                    Vec<T> r[W];
+                    for (int j = 0; j < W; ++j) std::memcpy(&r[j], src + p + (h * W + j) * cs, sizeof(Vec<T>));
+                    transpose_rounds<T, W / 2>(r);
+                    for (int i = 0; i < W; ++i) std::memcpy(dst + (p + i) * NR + h * W, &r[i], sizeof(Vec<T>));
+                }
         for (index_t j = 0; j < cols; ++j)
-            for (index_t p = p0; p < p1; ++p) dst[p * NR + j] = src[p * rs + j * cs];
-        for (index_t p = p0; p < p1; ++p)
-            for (index_t j = cols; j < NR; ++j) dst[p * NR + j] = T(0);
+            for (index_t q = p; q < p1; ++q) dst[q * NR + j] = src[q * rs + j * cs];
+        for (index_t q = p; q < p1; ++q)
+            for (index_t j = cols; j < NR; ++j) dst[q * NR + j] = T(0);
     }
 }
 
@@ -265,6 +312,21 @@ MINIDL_MULTIVERSION void macro_avx2_f64(MINIDL_MACRO_ARGS(double)) {
 }
 void run_macro(Avx2Blocking<float>, MINIDL_MACRO_ARGS(float)) { macro_avx2_f32(MINIDL_MACRO_CALL); }
 void run_macro(Avx2Blocking<double>, MINIDL_MACRO_ARGS(double)) { macro_avx2_f64(MINIDL_MACRO_CALL); }
+// pack_b too: its transposing shuffles need the target's vector instructions.
+#define MINIDL_PACK_ARGS(T) const T *b, index_t rs, index_t cs, index_t N, index_t k0, index_t kc, index_t p0, \
+                            index_t p1, T *out
+#define MINIDL_PACK_CALL b, rs, cs, N, k0, kc, p0, p1, out
+MINIDL_MULTIVERSION void pack_b_avx2_f32(MINIDL_PACK_ARGS(float)) { pack_b<Avx2Blocking<float>>(MINIDL_PACK_CALL); }
+MINIDL_MULTIVERSION void pack_b_avx2_f64(MINIDL_PACK_ARGS(double)) { pack_b<Avx2Blocking<double>>(MINIDL_PACK_CALL); }
+void run_pack_b(Avx2Blocking<float>, MINIDL_PACK_ARGS(float)) { pack_b_avx2_f32(MINIDL_PACK_CALL); }
+void run_pack_b(Avx2Blocking<double>, MINIDL_PACK_ARGS(double)) { pack_b_avx2_f64(MINIDL_PACK_CALL); }
+#if MINIDL_X86_DISPATCH
+MINIDL_TARGET_AVX512 void pack_b_avx512_f32(MINIDL_PACK_ARGS(float)) { pack_b<Avx512Blocking<float>>(MINIDL_PACK_CALL); }
+MINIDL_TARGET_AVX512 void pack_b_avx512_f64(MINIDL_PACK_ARGS(double)) { pack_b<Avx512Blocking<double>>(MINIDL_PACK_CALL); }
+void run_pack_b(Avx512Blocking<float>, MINIDL_PACK_ARGS(float)) { pack_b_avx512_f32(MINIDL_PACK_CALL); }
+void run_pack_b(Avx512Blocking<double>, MINIDL_PACK_ARGS(double)) { pack_b_avx512_f64(MINIDL_PACK_CALL); }
+#endif
+
 #if MINIDL_X86_DISPATCH
 MINIDL_TARGET_AVX512 void macro_avx512_f32(MINIDL_MACRO_ARGS(float)) {
     macro_kernel<Avx512Blocking<float>>(MINIDL_MACRO_CALL);
@@ -303,7 +365,7 @@ void gemm(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, in
                 const index_t kc = std::min(kc_max, K - k0);
 #pragma omp for schedule(dynamic)
                 for (index_t p0 = 0; p0 < kc; p0 += 16)  // 16 rows at a time
-                    pack_b<Blk>(b + j0 * bs.col, bs.row, bs.col, nc, k0, kc, p0, std::min(kc, p0 + 16), packed_b);
+                    run_pack_b(Blk{}, b + j0 * bs.col, bs.row, bs.col, nc, k0, kc, p0, std::min(kc, p0 + 16), packed_b);
                 // (implicit barrier: the slice is packed before anyone multiplies)
 #pragma omp for schedule(dynamic)
                 for (index_t t = 0; t < m_blocks; ++t) {
