@@ -32,11 +32,12 @@
 // Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "conv or pool"
 // Bench:  .venv/bin/python -m benchmarks.bench_conv    (ResNet-18 layer shapes vs torch)
 //         (--passes: forward / dx / dw timed separately)
-// Measured: benchmarks/RESULTS.md.  History (batch 32, 2 threads, fwd + dx + dw, ms,
-// minidl / torch's time in the same run): the whole batch's columns at once (58 MB for
-// layer1), then one GEMM: layer1 3x3 1.66x, layer2 3x3 1.97x, conv1 7x7/2 1.10x; in
-// cache-sized tiles: 1.0x, 1.5x, 0.6x.  What is left is the GEMM on these shapes
-// (100-130 GFLOP/s a thread against torch's oneDNN convolutions at ~100-150 a thread).
+// Measured: benchmarks/RESULTS.md.  History (batch 32, 2 threads, fwd + dx + dw,
+// minidl's time / torch's in the same run): the whole batch's columns at once (58 MB for
+// layer1), then one GEMM: 3x3 layers 1.58-1.97x, conv1 7x7/2 1.10x; in cache-sized tiles
+// built 256 rows at a time: 1.20-1.54x and 0.64-0.74x.  What is left is the GEMM on these
+// shapes (100-130 GFLOP/s a thread, 0.8-0.94x torch's own GEMM) against torch's oneDNN
+// convolutions, which run at about its GEMM's speed.
 #include "kernels.h"
 
 #define MINIDL_RESTRICT __restrict__

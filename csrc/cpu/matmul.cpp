@@ -46,9 +46,11 @@
 // per 4 KiB on first touch — ~10% at n = 512.
 //
 // Portability: the build uses no -march flag (a wheel must run on any x86-64), so the
-// hot functions are compiled for several targets — AVX-512 (GCC's `target`), AVX2+FMA
-// and plain x86-64 (`target_clones`) — and the best one the CPU has is picked at run
-// time.  MINIDL_NATIVE=1 pip install -e . builds everything with -march=native instead.
+// hot functions (the macro-kernel and B's packing, each with everything it inlines) are
+// compiled for several targets — AVX-512 (GCC's `target`), AVX2+FMA and plain x86-64
+// (`target_clones`) — and the best one the CPU has is picked at run time.  A template
+// called from them but not inlined would be compiled for plain x86-64 only, hence the
+// always_inline.  MINIDL_NATIVE=1 pip install -e . builds everything with -march=native.
 //
 // Measured: benchmarks/RESULTS.md (make bench).  On this VM (a Xeon with AVX-512, 2
 // cores shared with other tenants) the micro-kernel alone runs at up to ~170 GFLOP/s
@@ -56,7 +58,8 @@
 // packing B costs most of the rest when M is small (each element of B then serves only
 // M rows).  History: a 6 x 16 AVX-512 tile with new[] buffers per call ran at 42-65;
 // packing all of B up front instead of slice by slice, and packing it sliver by sliver
-// instead of row by row, cost 5-20% on the shapes of conv layers.
+// instead of row by row, cost 5-20% on the shapes of conv layers; transposing W^T element
+// by element, up to 30% on products with few rows.
 #include "kernels.h"
 
 #include <algorithm>
