@@ -418,7 +418,11 @@ inline index_t tile_width(const Tile& t, const ConvShape& s) { return t.nb * (t.
 // Rows [r0, r1) of the tile's column matrix for group g, into cols (r1 - r0, P):
 // row r = (c*kh + i)*kw + j, column (n - n0)*P1 + (y - y0)*OW + xo holds
 // x[n, g*C/G + c, y*sh + i*dh - ph, xo*sw + j*dw - pw], zero outside the image.
+// (GCC turns a loop that stores zeros into a call to memset -- here the slowest way to
+// zero one or two floats; the attribute keeps the loops.  Measured: 0-10% off the three
+// passes of ResNet18's 3x3 layers, ~4% on average.)
 template <typename T>
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t, index_t r0, index_t r1) {
     const index_t Cg = s.C / s.G, KK = s.kh * s.kw, P = tile_width(t, s);
     // (Threaded only when called outside the threads' loop over tiles: a nested region runs on one.)
@@ -428,19 +432,23 @@ void im2col(const T* x, T* cols, const ConvShape& s, index_t g, const Tile& t, i
         const index_t off = j * s.dw - s.pw;
         index_t lo, hi;
         valid_range(off, s.sw, s.W, s.OW, lo, hi);
-        T* dst = cols + (r - r0) * P;
+        T* MINIDL_RESTRICT dst = cols + (r - r0) * P;
         for (index_t n = t.n0; n < t.n0 + t.nb; ++n) {
             const T* plane = x + (n * s.C + c) * s.H * s.W;
             for (index_t y = t.y0; y < t.y1; ++y, dst += s.OW) {
                 const index_t h = y * s.sh + i * s.dh - s.ph;
-                if (h < 0 || h >= s.H) { std::fill(dst, dst + s.OW, T(0)); continue; }
-                const T* row = plane + h * s.W + off;
-                std::fill(dst, dst + lo, T(0));
+                const bool inside = h >= 0 && h < s.H;
+                const T* MINIDL_RESTRICT row = plane + (inside ? h : 0) * s.W + off;
+                const index_t a = inside ? lo : s.OW, b = inside ? hi : s.OW;
+                // Plain loops, not std::fill: the segments are a few floats long (7 on a
+                // 7x7 image, the zeros one or two), too short for a call to memset.
+                index_t xo = 0;
+                for (; xo < a; ++xo) dst[xo] = T(0);
                 if (s.sw == 1)
-                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo];
+                    for (; xo < b; ++xo) dst[xo] = row[xo];
                 else
-                    for (index_t xo = lo; xo < hi; ++xo) dst[xo] = row[xo * s.sw];
-                std::fill(dst + hi, dst + s.OW, T(0));
+                    for (; xo < b; ++xo) dst[xo] = row[xo * s.sw];
+                for (; xo < s.OW; ++xo) dst[xo] = T(0);
             }
         }
     }
@@ -466,8 +474,8 @@ void col2im(const T* cols, T* dx, const ConvShape& s, index_t g, const Tile& t, 
                 for (index_t y = t.y0; y < t.y1; ++y) {
                     const index_t h = y * s.sh + i * s.dh - s.ph;
                     if (h < 0 || h >= s.H) continue;
-                    T* row = plane + h * s.W + off;
-                    const T* srow = src + (y - t.y0) * s.OW;
+                    T* MINIDL_RESTRICT row = plane + h * s.W + off;
+                    const T* MINIDL_RESTRICT srow = src + (y - t.y0) * s.OW;
                     if (s.sw == 1)
                         for (index_t xo = lo; xo < hi; ++xo) row[xo] += srow[xo];
                     else
