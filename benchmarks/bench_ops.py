@@ -5,10 +5,12 @@
 
 Each row times one kernel call (median of --repeat, after one warm-up) on a shape that one
 of the chapter-1 models produces: the tabular model's (64 | 1024, 200) activations, the
-small CNN's (32, 16, 32, 32) feature map, a classifier's logits. "numpy" is the reference
+small CNN's (32, 16, 32, 32) feature map, EfficientNet-Lite0's (batch 32) feature maps, a
+classifier's logits. "numpy" is the reference
 kernel of the same name in minidl/backend/numpy_ref.py; "torch" is the closest aten call
 (torch.threshold_backward, softmax, cross_entropy with reduction="none" + its gradient,
-batch_norm's training forward / backward through autograd). The cpu backend uses a C++
+batch_norm's training forward / backward through autograd; for channel_affine, eval-mode
+batch_norm + relu6 and their backward through autograd). The cpu backend uses a C++
 kernel only where it beats numpy (see KERNELS in minidl/backend/cpu.py): the numpy / minidl
 column says by how much.
 """
@@ -38,6 +40,17 @@ def cases(rng):
         out.append((f"batch_norm_backward {shape}", lambda x=x, w=w, m=mean, i=invstd: cpu.batch_norm_backward(x, x, w, m, i),
                     lambda x=x, w=w, m=mean, i=invstd: ref.batch_norm_backward(x, x, w, m, i),
                     ("batch_norm_backward", x)))
+    for shape in [(1024, 200), (32, 240, 28, 28), (32, 1152, 7, 7)]:  # batch norm in eval mode + ReLU6 (Lite0)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        C = shape[1]
+        a, b = rng.standard_normal(C, dtype=np.float32), rng.standard_normal(C, dtype=np.float32) + 3
+        y = ref.channel_affine(x, a, b, "relu6")
+        out.append((f"channel_affine relu6 {shape}", lambda x=x, a=a, b=b: cpu.channel_affine(x, a, b, "relu6"),
+                    lambda x=x, a=a, b=b: ref.channel_affine(x, a, b, "relu6"), ("channel_affine", x, a, b)))
+        out.append((f"channel_affine_backward {shape}",
+                    lambda x=x, y=y, a=a: cpu.channel_affine_backward(x, x, y, a, "relu6"),
+                    lambda x=x, y=y, a=a: ref.channel_affine_backward(x, x, y, a, "relu6"),
+                    ("channel_affine_backward", x, a, b)))
     for shape in [(64, 2), (1024, 2), (32, 10), (256, 1000)]:
         x = rng.standard_normal(shape, dtype=np.float32)
         t = rng.integers(0, shape[1], shape[0])
@@ -73,6 +86,14 @@ def torch_call(torch, spec):
         return ce
     x = ts[0]
     C = x.shape[1]
+    if kind.startswith("channel_affine"):  # eval-mode batch norm (mean 0, var 1 - eps: the same affine map) + ReLU6
+        w, b = (t.detach().requires_grad_() for t in ts[1:])
+        mean, var = torch.zeros(C), torch.full((C,), 1 - 1e-5)
+        if kind == "channel_affine":
+            return lambda: F.relu6(F.batch_norm(x, mean, var, w, b, training=False))
+        xg = x.detach().requires_grad_()
+        y = F.relu6(F.batch_norm(xg, mean, var, w, b, training=False))
+        return lambda: torch.autograd.grad(y, (xg, w, b), x, retain_graph=True)
     w, b = torch.ones(C, requires_grad=True), torch.zeros(C, requires_grad=True)
     if kind == "batch_norm":
         return lambda: F.batch_norm(x, None, None, w, b, training=True)
@@ -90,13 +111,13 @@ def main():
     rng = np.random.default_rng(0)
     print(f"hot ops of the chapter-1 steps, float32, {args.threads} thread(s), us per call (median of {args.repeat})")
     print()
-    print(f"{'kernel and shape':<36}{'minidl us':>11}{'numpy us':>10}{'torch us':>10}{'numpy/minidl':>14}"
+    print(f"{'kernel and shape':<44}{'minidl us':>11}{'numpy us':>10}{'torch us':>10}{'numpy/minidl':>14}"
           f"{'torch/minidl':>14}")
     for label, mine, ref, spec in cases(rng):
         t_mine = median_time(mine, args.repeat) * 1e6
         t_ref = median_time(ref, args.repeat) * 1e6
         t_torch = median_time(torch_call(torch, spec), args.repeat) * 1e6 if torch else float("nan")
-        print(f"{label:<36}{t_mine:>11.1f}{t_ref:>10.1f}{t_torch:>10.1f}{t_ref / t_mine:>14.2f}"
+        print(f"{label:<44}{t_mine:>11.1f}{t_ref:>10.1f}{t_torch:>10.1f}{t_ref / t_mine:>14.2f}"
               f"{t_torch / t_mine:>14.2f}")
     print()
     print("(numpy/minidl > 1: the C++ kernel is faster than the numpy reference; torch/minidl > 1: faster than torch)")

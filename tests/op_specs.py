@@ -407,26 +407,43 @@ def _adaptive():
     return (lambda m, F, x, out: F.adaptive_avg_pool2d(x, out)), draw
 
 
+def batch_norm_then(m, F, activation, *args, **kwargs):
+    """F.batch_norm followed by ``activation``: minidl's argument (fused in eval mode), PyTorch's own op."""
+    if m.__name__ == "torch":
+        y = F.batch_norm(*args, **kwargs)
+        return {None: y, "relu": F.relu(y), "relu6": F.relu6(y)}[activation] if activation else y
+    return F.batch_norm(*args, activation=activation, **kwargs)
+
+
+ACTIVATION = st.sampled_from([None, "relu", "relu6"])
+# weight * 4 and bias * 4 + 3 spread the output over both of ReLU6's kinks (0 and 6)
+
+
 @op("batch_norm (training)", C)
 def _bn_train():
     def draw(data):
         shape = data.draw(st.sampled_from([(4, 3), (2, 3, 2, 2), (3, 2, 1, 3)]))
         c = shape[1]
-        return [data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,)))]
-    return (lambda m, F, x, w, b: F.batch_norm(x, None, None, w, b, training=True)), draw
+        return [data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,))),
+                ("params", data.draw(ACTIVATION))]
+
+    def call(m, F, x, w, b, activation):
+        return batch_norm_then(m, F, activation, x, None, None, w * 4, b * 4 + 3, training=True)
+    return call, draw
 
 
-@op("batch_norm (eval)", C)
+@op("batch_norm (eval)", C, notes="with activation None, relu, relu6: one fused pass (ChannelAffine)")
 def _bn_eval():
     def draw(data):
-        shape = data.draw(st.sampled_from([(4, 3), (2, 3, 2, 2)]))
+        shape = data.draw(st.sampled_from([(4, 3), (2, 3, 2, 2), (3, 5, 7)]))
         c = shape[1]
         stats = [data.draw(arrays((c,))), data.draw(arrays((c,), "positive"))]
-        return [data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,))), ("params", stats)]
+        return [data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,))), ("params", stats),
+                ("params", data.draw(ACTIVATION))]
 
-    def call(m, F, x, w, b, stats):
+    def call(m, F, x, w, b, stats, activation):
         rm, rv = (m.tensor(s, dtype=x.dtype) for s in stats)
-        return F.batch_norm(x, rm, rv, w, b, training=False)
+        return batch_norm_then(m, F, activation, x, rm, rv, w * 4, b * 4 + 3, training=False)
     return call, draw
 
 

@@ -347,6 +347,67 @@ def test_batch_norm_matches_reference(shape, dtype, seed, layout, offset):
         np.testing.assert_allclose(a, r, rtol=t["rtol"] * 10, atol=t["atol"] * M)
 
 
+# ---------------------------------------------------------------- batch norm in eval mode (channel_affine)
+
+@settings(max_examples=80)
+@given(shape=st.one_of(
+           st.sampled_from([(2, 1), (5, 3), (3, 4, 7), (2, 3, 5, 5), (4, 2, 1, 9), (16, 8, 33), (1, 3, 2, 2, 2),
+                            (1, 1, 1, 1), (3, 5, 1, 1)]),
+           # big enough for threads (32K values); runs of 7x7 and 14x14 (EfficientNet's last stages)
+           st.sampled_from([(8, 96, 7, 7), (4, 40, 14, 14), (2, 17, 33, 31)]),
+           st.tuples(st.sampled_from([2, 3, 7, 64, 1031]), st.sampled_from([1, 3, 17, 200, 1000]))),
+       dtype=dtypes, seed=seeds, layout=layouts, activation=st.sampled_from([None, "relu", "relu6"]))
+def test_channel_affine_matches_reference(shape, dtype, seed, layout, activation):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    C = shape[1]
+    scale, shift = (rng.standard_normal(C) * 2).astype(dtype), (rng.standard_normal(C) + 3).astype(dtype)
+    if x.size > 2:
+        x.reshape(-1)[:2] = np.nan                                 # NaN stays NaN through every activation
+    y = cpu.channel_affine(as_layout(x, layout), scale, shift, activation)
+    ref = numpy_ref.channel_affine(x, scale, shift, activation)
+    assert y.shape == ref.shape and y.dtype == dtype
+    np.testing.assert_allclose(y, ref, **tol(dtype))
+    g = rng.standard_normal(shape).astype(dtype)
+    x[np.isnan(x)] = 0                                             # (NaN would make the sums NaN on both sides)
+    y = numpy_ref.channel_affine(x, scale, shift, activation)
+    back = cpu.channel_affine_backward(as_layout(g, layout), x, as_layout(y, layout), scale, activation)
+    f64 = [a.astype(np.float64) for a in (g, x, y, scale)]
+    ref_back = numpy_ref.channel_affine_backward(*f64, activation)
+    M = x.size // C
+    for a, r in zip(back, ref_back):
+        assert a.shape == r.shape and a.dtype == dtype
+        np.testing.assert_allclose(a, r, rtol=tol(dtype)["rtol"] * 10, atol=tol(dtype)["atol"] * M * 10)
+
+
+def test_channel_affine_backward_is_deterministic_across_thread_counts():
+    rng = np.random.default_rng(0)
+    x, g = (rng.standard_normal((16, 24, 14, 14)).astype(np.float32) for _ in range(2))
+    scale, shift = rng.standard_normal(24).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    y = cpu.channel_affine(x, scale, shift, "relu6")
+    threads = cpu.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cpu.set_num_threads(n)
+            results.append(cpu.channel_affine_backward(g, x, y, scale, "relu6"))
+    finally:
+        cpu.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_channel_affine_rejects_bad_input_with_the_op_name():
+    x = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"channel_affine: scale \(4,\) should be \(3,\)"):
+        _C.channel_affine(x, np.ones(4, np.float32), np.ones(3, np.float32), 0)
+    with pytest.raises(ValueError, match="channel_affine: activation code 7"):
+        _C.channel_affine(x, np.ones(3, np.float32), np.ones(3, np.float32), 7)
+    with pytest.raises(ValueError, match=r"channel_affine_backward: y \(2, 3\) does not match x \(2, 3, 4\)"):
+        _C.channel_affine_backward(x, x, x[..., 0], np.ones(3, np.float32), 0)
+
+
 # ---------------------------------------------------------------- softmax
 
 @settings(max_examples=60)

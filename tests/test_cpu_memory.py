@@ -18,8 +18,10 @@ import json, resource
 import numpy as np
 import minidl.backend.cpu as cpu
 x = np.ones((1024, 1024), np.float32)
+big = np.ones((12, 1024, 1024), np.float32)
 def step():  # like a training step: a few activations made, then all dropped
     acts = [x + i for i in range(6)]  # 4 MiB each
+    acts += [big + i for i in range(2)]  # 48 MiB each: above the largest mmap threshold glibc allows
     del acts
 step()  # the first step's arrays may fault; count the ones of the steps after it
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -39,7 +41,7 @@ def page_faults(keep):
 def test_freed_memory_is_reused_without_page_faults():
     kept, default = page_faults(True), page_faults(False)
     assert kept["tuned"] and not default["tuned"]
-    # 60 arrays of 4 MiB are 61440 pages.  With glibc's defaults the memory freed at the
-    # end of each step goes back to the OS, and the next step faults its pages in again.
+    # 60 arrays of 4 MiB and 20 of 48 MiB are 307200 pages.  With glibc's defaults the memory
+    # freed at the end of each step goes back to the OS, and the next step faults its pages in again.
     assert default["faults"] > 20000, default
     assert kept["faults"] < 1000, kept

@@ -297,6 +297,24 @@ def test_batch_norm(device, shape):
         close(back(be, got), want, rtol=1e-3, atol=1e-4)
 
 
+@on_each_device
+@FEW
+@given(shape=st.sampled_from([(2, 3), (3, 4, 5), (2, 3, 4, 5), (5, 2, 1, 1)]),
+       activation=st.sampled_from([None, "relu", "relu6"]))
+def test_channel_affine(device, shape, activation):
+    be = get_backend(device)
+    C = shape[1]
+    x = randn(*shape, seed=21) * 3
+    scale, shift = randn(C, seed=22) * 2, randn(C, seed=23) + 3
+    y = numpy_ref.channel_affine(x, scale, shift, activation)
+    close(back(be, be.channel_affine(on(be, x), on(be, scale), on(be, shift), activation)), y)
+    g = randn(*shape, seed=24)
+    ref = numpy_ref.channel_affine_backward(g, x, y, scale, activation)
+    out = be.channel_affine_backward(on(be, g), on(be, x), on(be, y), on(be, scale), activation)
+    for got, want in zip(out, ref):
+        close(back(be, got), want, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------- embedding.cu
 
 @on_each_device

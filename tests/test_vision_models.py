@@ -256,7 +256,7 @@ def test_pretrained_lite0_file_fits_the_architecture():
     state = load_pth(lite0_weights_path())
     model = efficientnet_lite0()
     model.load_state_dict(state, strict=True)  # every name and shape matches, nothing left over
-    assert model._bn0.eps == 1e-3 and isinstance(model._blocks[0]._relu6, nn.ReLU6)
+    assert model._bn0.eps == 1e-3 and model._blocks[0]._bn1.activation == "relu6"
 
 
 @pytest.mark.parametrize("arch, features", [(resnet18, 512), (efficientnet_lite0, 1280)])

@@ -592,6 +592,73 @@ py::tuple batch_norm_backward(const py::array& g, const py::array& x, const py::
     throw py::type_error("batch_norm_backward: dtype " + d + " is not supported (float32 and float64 are)");
 }
 
+// act: 0 none, 1 ReLU, 2 ReLU6 (minidl::Activation; cpu.py maps the names).
+int activation_code(const std::string& op, int act) {
+    if (act < minidl::ACT_NONE || act > minidl::ACT_RELU6)
+        throw py::value_error(op + ": activation code " + std::to_string(act) + " is not 0 (none), 1 (relu) or 2 (relu6)");
+    return act;
+}
+
+template <typename T>
+py::array channel_affine_typed(const py::array& x_any, const py::array& a_any, const py::array& b_any, int act) {
+    const std::string op = "channel_affine";
+    py::ssize_t N, C, S;
+    bn_dims(op, x_any, N, C, S);
+    auto x = input<T>(op, "x", x_any);
+    auto a = channel_vec<T>(op, "scale", a_any, C);
+    auto b = channel_vec<T>(op, "shift", b_any, C);
+    std::vector<py::ssize_t> shape(x_any.shape(), x_any.shape() + x_any.ndim());
+    py::array_t<T> y(shape);
+    const T *px = x.data(), *pa = a.data(), *pb = b.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release no_gil;
+        minidl::channel_affine(px, pa, pb, act, py_, N, C, S);
+    }
+    return y;
+}
+
+py::array channel_affine(const py::array& x, const py::array& a, const py::array& b, int act) {
+    activation_code("channel_affine", act);
+    const std::string d = dtype_str(x);
+    if (d == "float32") return channel_affine_typed<float>(x, a, b, act);
+    if (d == "float64") return channel_affine_typed<double>(x, a, b, act);
+    throw py::type_error("channel_affine: dtype " + d + " is not supported (float32 and float64 are)");
+}
+
+template <typename T>
+py::tuple channel_affine_backward_typed(const py::array& g_any, const py::array& x_any, const py::array& y_any,
+                                        const py::array& a_any, int act) {
+    const std::string op = "channel_affine_backward";
+    py::ssize_t N, C, S;
+    bn_dims(op, x_any, N, C, S);
+    for (const auto& [what, arr] : {std::pair<const char*, const py::array&>{"grad", g_any}, {"y", y_any}})
+        if (arr.ndim() != x_any.ndim() || !std::equal(arr.shape(), arr.shape() + arr.ndim(), x_any.shape()))
+            throw py::value_error(op + ": " + what + " " + shape_str(arr) + " does not match x " + shape_str(x_any));
+    auto g = input<T>(op, "grad", g_any);
+    auto x = input<T>(op, "x", x_any);
+    auto y = input<T>(op, "y", y_any);
+    auto a = channel_vec<T>(op, "scale", a_any, C);
+    std::vector<py::ssize_t> shape(x_any.shape(), x_any.shape() + x_any.ndim());
+    py::array_t<T> dx(shape), da(C), db(C);
+    const T *pg = g.data(), *px = x.data(), *pyv = y.data(), *pa = a.data();
+    T *pdx = dx.mutable_data(), *pda = da.mutable_data(), *pdb = db.mutable_data();
+    {
+        py::gil_scoped_release no_gil;
+        minidl::channel_affine_backward(pg, px, pyv, pa, act, pdx, pda, pdb, N, C, S);
+    }
+    return py::make_tuple(dx, da, db);
+}
+
+py::tuple channel_affine_backward(const py::array& g, const py::array& x, const py::array& y, const py::array& a,
+                                  int act) {
+    activation_code("channel_affine_backward", act);
+    const std::string d = dtype_str(x);
+    if (d == "float32") return channel_affine_backward_typed<float>(g, x, y, a, act);
+    if (d == "float64") return channel_affine_backward_typed<double>(g, x, y, a, act);
+    throw py::type_error("channel_affine_backward: dtype " + d + " is not supported (float32 and float64 are)");
+}
+
 // ---------------------------------------------------------------- softmax
 
 template <typename T>
@@ -754,6 +821,11 @@ PYBIND11_MODULE(_C, m) {
           "(y, mean, var, invstd): batch norm over channel axis 1 with the batch's statistics.");
     m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad"), py::arg("x"), py::arg("weight"),
           py::arg("mean"), py::arg("invstd"), "(dx, dweight, dbias) of batch_norm.");
+    m.def("channel_affine", &channel_affine, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("act"),
+          "act(x * scale[c] + shift[c]) over channel axis 1 (batch norm in eval mode + its activation); "
+          "act 0 none, 1 relu, 2 relu6.");
+    m.def("channel_affine_backward", &channel_affine_backward, py::arg("grad"), py::arg("x"), py::arg("y"),
+          py::arg("scale"), py::arg("act"), "(dx, dscale, dshift) of channel_affine, y its output.");
 
     m.def("softmax", [](const py::array& x) { return softmax_last(x, false); }, py::arg("x"),
           "Softmax over the last axis.");
@@ -778,23 +850,24 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("n"), "Set the number of threads the C++ kernels use (process-wide).");
     m.def("keep_freed_memory", []() {
 #if defined(__GLIBC__)
-        // glibc serves every block over M_MMAP_THRESHOLD (128 KiB to start with) with a
-        // fresh mmap, and hands freed heap memory back to the OS once more than
+        // glibc serves every block over M_MMAP_THRESHOLD (128 KiB to start with, 32 MiB at
+        // most) with a fresh mmap, and hands freed heap memory back to the OS once more than
         // M_TRIM_THRESHOLD of it is free at the top.  Either way the next array of that
         // size starts on fresh pages: a page fault and a zeroed 4 KiB per page touched.
-        // A training step allocates and frees the same few-MB activations every step --
-        // which then costs more than the kernel that fills them (ReLU on 2 MB: 1.1 ms
-        // against 0.23 ms in reused memory).  Serve blocks up to 32 MiB (glibc's largest
-        // setting) from the heap and keep freed memory for the next step, as a GPU
-        // framework's caching allocator does.  The price: the process keeps its peak heap.
-        const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) && mallopt(M_TRIM_THRESHOLD, 1 << 30) &&
-                        mallopt(M_TOP_PAD, 64 << 20);
+        // A training step allocates and frees the same activations every step -- which then
+        // costs more than the kernel that fills them (ReLU on 2 MB: 1.1 ms against 0.23 ms
+        // in reused memory; EfficientNet-Lite0 at 224 px, batch 32, with activations of up to
+        // 154 MB: 2.5-3.0 s a step against 1.9 s).  Serve every block from the heap (no
+        // mmap at all: the 32 MiB limit of M_MMAP_THRESHOLD is below those activations) and
+        // keep freed memory for the next step, as a GPU framework's caching allocator does.
+        // The price: the process keeps its peak heap.
+        const bool ok = mallopt(M_MMAP_MAX, 0) && mallopt(M_TRIM_THRESHOLD, 1 << 30) && mallopt(M_TOP_PAD, 64 << 20);
         return ok;
 #else
         return false;  // another C library: left as it is
 #endif
     }, "Make malloc keep freed memory for reuse instead of returning it to the OS (glibc: "
-       "mallopt M_MMAP_THRESHOLD = 32 MiB, M_TRIM_THRESHOLD = 1 GiB, M_TOP_PAD = 64 MiB), so that "
+       "mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB, M_TOP_PAD = 64 MiB), so that "
        "the arrays of each training step reuse the pages of the last one's instead of faulting "
        "in fresh ones. Process-wide. Returns whether the settings took.");
     m.def("get_num_threads", []() { return minidl::num_threads(); },

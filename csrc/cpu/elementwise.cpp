@@ -14,13 +14,12 @@
 // "kernel" of the small CNN's training step (7 ns per element).  This loop is one pass
 // that GCC turns into vector compares and blends.
 //
-// Other elementwise ops stay numpy's: its ufuncs are already one vectorised pass (binary
-// ops with broadcasting included), and for the small arrays of the chapter-1 models a
-// pybind11 call costs as much as a ufunc.  No fused bias + activation kernel either: the
-// chapter-1 models put no bias before an activation (the tabular model's Linear layers
-// have bias=False and feed ReLU -> BatchNorm; the CNN's convolutions have no bias and
-// feed BatchNorm -> ReLU), so it would run nowhere.  The one bias they have, the last
-// Linear's, is added inside the Linear op (minidl/ops/matmul.py) with one numpy add.
+// Other elementwise ops stay numpy's: its ufuncs are already one vectorised pass, and for
+// the small arrays of the chapter-1 models a pybind11 call costs as much as a ufunc.  The
+// exception is a per-channel vector broadcast over (N, C, H, W), as batch norm in eval mode
+// does three times (on EfficientNet-Lite0's feature maps one such numpy add took 2.6-3.9x the
+// time of a whole pass of scale, shift and ReLU6): channel_affine in batchnorm.cpp does batch
+// norm and the activation after it in one pass.
 #include "kernels.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)

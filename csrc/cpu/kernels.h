@@ -99,6 +99,19 @@ void batch_norm_backward(const double* g, const double* x, const double* w, cons
                          const double* invstd, double* dx, double* dw, double* db, std::int64_t N, std::int64_t C,
                          std::int64_t S);
 
+// Batch norm in evaluation mode, fused with the activation after it (see batchnorm.cpp):
+// y = act(x * a[c] + b[c]); backward: gm = g where act passes, dx = gm * a[c],
+// da[c] = sum gm * x, db[c] = sum gm.  y may be null when act is ACT_NONE.
+enum Activation { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
+void channel_affine(const float* x, const float* a, const float* b, int act, float* y, std::int64_t N,
+                    std::int64_t C, std::int64_t S);
+void channel_affine(const double* x, const double* a, const double* b, int act, double* y, std::int64_t N,
+                    std::int64_t C, std::int64_t S);
+void channel_affine_backward(const float* g, const float* x, const float* y, const float* a, int act, float* dx,
+                             float* da, float* db, std::int64_t N, std::int64_t C, std::int64_t S);
+void channel_affine_backward(const double* g, const double* x, const double* y, const double* a, int act,
+                             double* dx, double* da, double* db, std::int64_t N, std::int64_t C, std::int64_t S);
+
 // Over the last axis of x viewed as (R, D) (see softmax.cpp): softmax (log=false) or
 // log-softmax (log=true); cross-entropy against one target class t[r] per row, giving
 // loss[r] and its gradient dlogits[r, :] = softmax(x[r]) - onehot(t[r]).

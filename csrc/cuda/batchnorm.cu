@@ -9,11 +9,17 @@
 // batch_norm_apply     y = (x - mean[c]) * invstd[c] * weight[c] + bias[c]
 // batch_norm_backward_reduce  dbias[c] = sum g;  dweight[c] = sum g * xhat,  xhat = (x - mean) * invstd
 // batch_norm_backward_apply   dx = weight * invstd / M * (M g - dbias - xhat * dweight)
+// Evaluation mode (fixed statistics: batch norm is a per-channel affine map), fused with
+// the activation after it; act 0 none, 1 ReLU, 2 ReLU6 (as csrc/cpu/kernels.h, enum Activation):
+// channel_affine       y = act(x * scale[c] + shift[c])
+// channel_affine_backward   gm = g where act passes (y > 0; 0 < y < 6 for ReLU6), else 0;
+//                      dx = gm * scale[c];  dscale[c] = sum gm * x;  dshift[c] = sum gm
+//                      (one kernel: each block writes its channel's dx as it sums)
 // Launch: the per-channel reductions use one block per channel (grid = C), blockDim.x a
 //         power of two in [32, 1024] and blockDim.x floats of dynamic shared memory
 //         (block_reduce.cuh); the apply kernels are 1-D, 256 threads, grid-stride.
 // Cost: forward ~8 FLOPs and 12 bytes per element (reads x three times); backward about twice that.
-// Test: pytest tests/test_emu_kernels.py -k "test_batch_norm"  (test_batch_norm), on "emu"
+// Test: pytest tests/test_emu_kernels.py -k "batch_norm or channel_affine", on "emu"
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "block_reduce.cuh"
@@ -85,5 +91,49 @@ extern "C" __global__ void batch_norm_backward_apply(const float* __restrict__ g
         int c = e / S % C;
         float xhat = (x[e] - mean[c]) * invstd[c];
         dx[e] = weight[c] * invstd[c] / (float)M * ((float)M * grad[e] - dbias[c] - xhat * dweight[c]);
+    }
+}
+
+__device__ float activate(int act, float v) {
+    if (act == 1) return v < 0.0f ? 0.0f : v;                              // NaN stays NaN, as in numpy
+    if (act == 2) return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+    return v;
+}
+
+__device__ bool activation_passes(int act, float y) {
+    if (act == 1) return y > 0.0f;
+    if (act == 2) return y > 0.0f && y < 6.0f;
+    return true;
+}
+
+extern "C" __global__ void channel_affine(const float* __restrict__ x, const float* __restrict__ scale,
+                                          const float* __restrict__ shift, float* __restrict__ y, long long n,
+                                          int C, long long S, int act) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+        int c = e / S % C;
+        y[e] = activate(act, x[e] * scale[c] + shift[c]);
+    }
+}
+
+extern "C" __global__ void channel_affine_backward(const float* __restrict__ grad, const float* __restrict__ x,
+                                                   const float* __restrict__ y, const float* __restrict__ scale,
+                                                   float* __restrict__ dx, float* __restrict__ dscale,
+                                                   float* __restrict__ dshift, int N, int C, long long S, int act) {
+    extern __shared__ float shared[];
+    int c = blockIdx.x;
+    long long M = (long long)N * S;
+    float g_sum = 0.0f, gx_sum = 0.0f;
+    for (long long k = threadIdx.x; k < M; k += blockDim.x) {
+        long long e = channel_index(k, c, C, S);
+        float gm = activation_passes(act, y[e]) ? grad[e] : 0.0f;
+        dx[e] = gm * scale[c];
+        g_sum += gm;
+        gx_sum += gm * x[e];
+    }
+    g_sum = block_reduce(REDUCE_SUM, g_sum, shared);
+    gx_sum = block_reduce(REDUCE_SUM, gx_sum, shared);
+    if (threadIdx.x == 0) {
+        dshift[c] = g_sum;
+        dscale[c] = gx_sum;
     }
 }

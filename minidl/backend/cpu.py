@@ -227,6 +227,24 @@ def batch_norm_backward(grad, x, weight, mean, invstd):
     return _C.batch_norm_backward(grad, x, weight, mean, invstd)
 
 
+ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}  # csrc/cpu/kernels.h, enum Activation
+
+
+def channel_affine(x, scale, shift, activation=None):
+    """numpy_ref.channel_affine in C++ (batchnorm.cpp): batch norm in eval mode and its activation, one pass."""
+    if not _same_float(x, scale, shift) or x.ndim < 2 or x.size == 0 or activation not in ACTIVATION_CODES:
+        return numpy_ref.channel_affine(x, scale, shift, activation)
+    return _C.channel_affine(x, scale, shift, ACTIVATION_CODES[activation])
+
+
+def channel_affine_backward(grad, x, y, scale, activation=None):
+    """numpy_ref.channel_affine_backward in C++: (dx, dscale, dshift), one pass."""
+    if (not _same_float(grad, x, y, scale) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape
+            or y.shape != x.shape or activation not in ACTIVATION_CODES):
+        return numpy_ref.channel_affine_backward(grad, x, y, scale, activation)
+    return _C.channel_affine_backward(grad, x, y, scale, ACTIVATION_CODES[activation])
+
+
 def _last_axis(x, axis):
     return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.ndim >= 1 and x.size > 0
             and isinstance(axis, (int, np.integer)) and axis in (-1, x.ndim - 1))
@@ -297,6 +315,8 @@ KERNELS = {
     "avg_pool2d_backward": avg_pool2d_backward,
     "batch_norm": batch_norm,
     "batch_norm_backward": batch_norm_backward,
+    "channel_affine": channel_affine,
+    "channel_affine_backward": channel_affine_backward,
     "softmax": softmax,
     "log_softmax": log_softmax,
     "cross_entropy": cross_entropy,

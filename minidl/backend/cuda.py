@@ -28,13 +28,15 @@ from . import numpy_ref
 CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
 F32 = np.dtype(np.float32)
 
-# Op codes; they mirror the enums at the top of elementwise.cu, reduce.cu (block_reduce.cuh), softmax.cu.
+# Op codes; they mirror the enums at the top of elementwise.cu, reduce.cu (block_reduce.cuh), softmax.cu
+# and the act argument of batchnorm.cu.
 UNARY = {name: i for i, name in enumerate(
     ["neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "relu", "erf"])}
 BINARY = {name: i for i, name in enumerate(["add", "sub", "mul", "div", "maximum", "minimum", "power",
                                             "relu_backward"])}
 REDUCE = {"sum": 0, "max": 1, "min": 2, "mean": 3}
 SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2
+ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}  # the act argument of batchnorm.cu's channel_affine kernels
 THREADS = 256  # threads per block of the 1-D (grid-stride) kernels
 
 
@@ -455,6 +457,32 @@ class CudaKernels:
                        (grad, x, weight, mean, invstd, dweight, dbias, dx, i64(x.size), i32(C), i64(S), i64(N * S)))
         return dx, dweight, dbias
 
+    def channel_affine(self, x, scale, shift, activation=None):
+        """y = act(x * scale[c] + shift[c]) over channel axis 1: batch norm in eval mode and its activation
+        (None, "relu" or "relu6") in one pass (batchnorm.cu)."""
+        if not self.is_f32(x, scale, shift) or x.ndim < 2 or x.size == 0 or activation not in ACTIVATION_CODES:
+            return self.glue["channel_affine"](x, scale, shift, activation)
+        x, scale, shift = self.contiguous(x), self.contiguous(scale), self.contiguous(shift)
+        N, C = x.shape[:2]
+        y = self.xp.empty(x.shape, F32)
+        self.launch_1d("batchnorm", "channel_affine", x.size,
+                       (x, scale, shift, y, i64(x.size), i32(C), i64(x.size // (N * C)), i32(ACTIVATION_CODES[activation])))
+        return y
+
+    def channel_affine_backward(self, grad, x, y, scale, activation=None):
+        """(dx, dscale, dshift) of channel_affine, y its output; one block per channel (batchnorm.cu)."""
+        if (not self.is_f32(grad, x, y, scale) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape
+                or y.shape != x.shape or activation not in ACTIVATION_CODES):
+            return self.glue["channel_affine_backward"](grad, x, y, scale, activation)
+        grad, x, y, scale = (self.contiguous(a) for a in (grad, x, y, scale))
+        N, C = x.shape[:2]
+        S = x.size // (N * C)
+        dx, dscale, dshift = self.xp.empty(x.shape, F32), self.xp.empty(C, F32), self.xp.empty(C, F32)
+        self.launch_rows("batchnorm", "channel_affine_backward", C, N * S,
+                         (grad, x, y, scale, dx, dscale, dshift, i32(N), i32(C), i64(S),
+                          i32(ACTIVATION_CODES[activation])))
+        return dx, dscale, dshift
+
     # ------------------------------------------------------------ embedding (embedding.cu)
 
     def _ids(self, ids, num_embeddings):
@@ -550,7 +578,8 @@ class CudaKernels:
         )
         for name in ("softmax", "log_softmax", "logsumexp", "cross_entropy", "matmul", "conv2d",
                      "conv2d_backward_data", "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward",
-                     "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "embedding",
+                     "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "channel_affine",
+                     "channel_affine_backward", "embedding",
                      "embedding_backward", "scatter_add", "sgd_step", "adam_step"):
             kernels[name] = getattr(self, name)
         kernels["kernels"] = self

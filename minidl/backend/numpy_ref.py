@@ -393,6 +393,37 @@ def batch_norm_backward(grad, x, weight, mean, invstd):
     return dx, dweight, dbias
 
 
+# In evaluation mode batch norm uses fixed statistics, and is then a per-channel affine map
+# y = x * scale + shift (scale = weight / sqrt(running_var + eps), shift = bias - running_mean
+# * scale). The activation that follows it (ReLU, ReLU6) goes into the same pass:
+# a "bias + activation" kernel with a per-channel scale.
+
+
+def channel_affine(x, scale, shift, activation=None):
+    """y = act(x * scale[c] + shift[c]) over channel axis 1; act: None, "relu" (max(v, 0)) or "relu6" (clip(v, 0, 6))."""
+    y = x * _channel_view(scale, x.ndim) + _channel_view(shift, x.ndim)
+    if activation == "relu":
+        np.maximum(y, 0, out=y)
+    elif activation == "relu6":
+        np.clip(y, 0, 6, out=y)
+    return y
+
+
+def channel_affine_backward(grad, x, y, scale, activation=None):
+    """(dx, dscale, dshift) of y = channel_affine(x, scale, shift, activation).
+
+    The activation passes the gradient where its output y is strictly inside its linear
+    range (y > 0; 0 < y < 6 for ReLU6), as PyTorch's relu and hardtanh do; then
+    dshift = sum g, dscale = sum g * x (per channel) and dx = g * scale.
+    """
+    if activation == "relu":
+        grad = np.where(y > 0, grad, 0)
+    elif activation == "relu6":
+        grad = np.where((y > 0) & (y < 6), grad, 0)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return grad * _channel_view(scale, x.ndim), (grad * x).sum(axis=axes), grad.sum(axis=axes)
+
+
 # ---------------------------------------------------------------- losses
 
 def cross_entropy(logits, target):

@@ -56,11 +56,20 @@ class Conv2d(Module):
 
 
 class _BatchNorm(Module):
-    """Normalise each channel with the batch's statistics in training, running averages in eval."""
+    """Normalise each channel with the batch's statistics in training, running averages in eval.
+
+    ``activation`` ("relu" or "relu6") applies that activation to the output, as timm's
+    BatchNormAct2d does: in eval mode it runs in the same pass as the normalisation
+    (see F.batch_norm). The parameters and state-dict keys are those of a plain BatchNorm.
+    """
     expected_dims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, activation=None):
         super().__init__()
+        if activation not in ops.norm.ACTIVATIONS:
+            raise ValueError(f"{type(self).__name__}: activation must be one of {list(ops.norm.ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.activation = activation
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.weight = Parameter(ones(num_features)) if affine else None
@@ -83,10 +92,12 @@ class _BatchNorm(Module):
         running_mean = self.running_mean if self.track_running_stats else None
         running_var = self.running_var if self.track_running_stats else None
         return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=momentum or 0.0, eps=self.eps)
+                            training=use_batch_stats, momentum=momentum or 0.0, eps=self.eps,
+                            activation=self.activation)
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        return s + (f", activation={self.activation!r}" if self.activation else "")
 
 
 class BatchNorm1d(_BatchNorm):

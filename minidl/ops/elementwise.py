@@ -92,7 +92,7 @@ class Sub(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, ctx.backend.neg(grad)
+        return grad, ctx.backend.neg(grad) if ctx.needs_input_grad[1] else None
 
 
 class Mul(Function):

@@ -2,6 +2,10 @@
 from .. import random
 from ..autograd import Function
 from ..tensor import ones, zeros
+from .elementwise import relu, relu6
+
+# The activations batch_norm can apply to its output (fused into the same pass in evaluation mode).
+ACTIVATIONS = {None: lambda y: y, "relu": relu, "relu6": relu6}
 
 
 class BatchNorm(Function):
@@ -30,12 +34,39 @@ class BatchNorm(Function):
         return ctx.backend.batch_norm_backward(grad, x, weight, mean, invstd)
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """PyTorch's F.batch_norm over channel axis 1 of (N, C) or (N, C, H, W) input.
+class ChannelAffine(Function):
+    """y = act(x * scale[c] + shift[c]) over channel axis 1, act None, "relu" or "relu6":
+    batch norm in evaluation mode, fused with the activation that follows it.
+
+    With g' = the gradient where act passes it (0 < y, and y < 6 for ReLU6):
+    dx = g' * scale[c], dscale[c] = sum g' * x, dshift[c] = sum g' (over all but axis 1).
+    """
+    @staticmethod
+    def forward(ctx, x, scale, shift, activation):
+        y = ctx.backend.channel_affine(x, scale, shift, activation)
+        ctx.save_for_backward(x, y, scale)
+        ctx.activation = activation
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, scale = ctx.saved_arrays
+        return ctx.backend.channel_affine_backward(grad, x, y, scale, ctx.activation)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               activation=None):
+    """PyTorch's F.batch_norm over channel axis 1 of (N, C) or (N, C, H, W) input, then ``activation``
+    (None, "relu" or "relu6") if given.
 
     Training: normalise with the batch's mean and (biased) variance, and update the
-    running averages if given. Evaluation: normalise with the running averages.
+    running averages if given. Evaluation: normalise with the running averages, which
+    makes batch norm a per-channel affine map x * scale + shift with scale = weight /
+    sqrt(running_var + eps) and shift = bias - running_mean * scale (PyTorch folds it the
+    same way); that map and the activation run as one pass (ChannelAffine).
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"batch_norm: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
     if x.ndim < 2:
         raise ValueError(f"batch_norm: needs (N, C, ...) input, got shape {x.shape}")
     C = x.shape[1]
@@ -47,9 +78,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
-        channel = (1, C) + (1,) * (x.ndim - 2)
         scale = weight / (running_var + eps).sqrt()
-        return (x - running_mean.reshape(channel)) * scale.reshape(channel) + bias.reshape(channel)
+        return ChannelAffine.apply(x, scale, bias - running_mean * scale, activation=activation)
     if x.numel() // C <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
     running = None
@@ -57,7 +87,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         running = (running_mean.data, running_var.data)
         running_mean._version_counter.value += 1
         running_var._version_counter.value += 1
-    return BatchNorm.apply(x, weight, bias, eps=eps, running=running, momentum=momentum)
+    return ACTIVATIONS[activation](BatchNorm.apply(x, weight, bias, eps=eps, running=running, momentum=momentum))
 
 
 def dropout(x, p=0.5, training=True):

@@ -34,8 +34,8 @@ def _params(module):
 
 def resnet_split(model):
     """fastai's three groups for ResNets in ``Sequential(body, head)``: the stem and layer1-2, layer3-4, the head."""
-    body, head = model[0], model[1:]
-    return [_params(body[:6]), _params(body[6:]), _params(head)]
+    body, head = model[0], model[1:]   # body: conv1, bn1 (+ ReLU), maxpool, layer1, layer2 | layer3, layer4
+    return [_params(body[:5]), _params(body[5:]), _params(head)]
 
 
 def default_split(model):

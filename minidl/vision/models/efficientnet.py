@@ -54,9 +54,10 @@ LITE0_STAGES = (
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
 
 
-def batch_norm(channels):
-    """BatchNorm2d with TensorFlow's settings (eps 1e-3, momentum 0.01), as the Lite0 weights were trained."""
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+def batch_norm(channels, activation=None):
+    """BatchNorm2d with TensorFlow's settings (eps 1e-3, momentum 0.01), as the Lite0 weights were trained,
+    and the activation after it (``"relu6"``) in the same layer: in eval mode one pass does both."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, activation=activation)
 
 
 def same_padding(size, kernel, stride):
@@ -107,14 +108,13 @@ class MBConvBlock(nn.Module):
         mid = in_channels * expand_ratio
         if expand_ratio != 1:
             self._expand_conv = nn.Conv2d(in_channels, mid, 1, bias=False)
-            self._bn0 = batch_norm(mid)
+            self._bn0 = batch_norm(mid, activation="relu6")
         else:
             self._expand_conv = None
         self._depthwise_conv = Conv2dSame(mid, mid, kernel_size, stride, groups=mid)
-        self._bn1 = batch_norm(mid)
+        self._bn1 = batch_norm(mid, activation="relu6")
         self._project_conv = nn.Conv2d(mid, out_channels, 1, bias=False)
         self._bn2 = batch_norm(out_channels)
-        self._relu6 = nn.ReLU6()
         self.residual = stride == 1 and in_channels == out_channels
         self.drop_connect_rate = drop_connect_rate
 
@@ -122,8 +122,8 @@ class MBConvBlock(nn.Module):
         """(N, in, H, W) -> (N, out, ceil(H / stride), ceil(W / stride)) by the formula in the class docstring."""
         out = x
         if self._expand_conv is not None:
-            out = self._relu6(self._bn0(self._expand_conv(out)))
-        out = self._relu6(self._bn1(self._depthwise_conv(out)))
+            out = self._bn0(self._expand_conv(out))      # with its ReLU6
+        out = self._bn1(self._depthwise_conv(out))           # with its ReLU6
         out = self._bn2(self._project_conv(out))
         if self.residual:
             out = drop_connect(out, self.drop_connect_rate, self.training) + x
@@ -144,7 +144,7 @@ class EfficientNetLite(nn.Module):
                  dropout=0.2, drop_connect_rate=0.2):
         super().__init__()
         self._conv_stem = Conv2dSame(3, stem_channels, 3, stride=2)
-        self._bn0 = batch_norm(stem_channels)
+        self._bn0 = batch_norm(stem_channels, activation="relu6")
         n_blocks = sum(stage[0] for stage in stages)
         blocks, channels = [], stem_channels
         for repeats, kernel, stride, expand, out_channels in stages:
@@ -154,8 +154,7 @@ class EfficientNetLite(nn.Module):
                 channels = out_channels
         self._blocks = nn.Sequential(*blocks)
         self._conv_head = nn.Conv2d(channels, head_channels, 1, bias=False)
-        self._bn1 = batch_norm(head_channels)
-        self._relu6 = nn.ReLU6()
+        self._bn1 = batch_norm(head_channels, activation="relu6")
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(head_channels, num_classes)
@@ -172,16 +171,16 @@ class EfficientNetLite(nn.Module):
         """The network up to (excluding) the global pooling, sharing this model's layers:
         (N, 3, H, W) -> (N, 1280, H/32, W/32). Its parameter names are the model's."""
         return nn.Sequential(OrderedDict([
-            ("_conv_stem", self._conv_stem), ("_bn0", self._bn0), ("_relu6_stem", nn.ReLU6()),
+            ("_conv_stem", self._conv_stem), ("_bn0", self._bn0),
             ("_blocks", self._blocks),
-            ("_conv_head", self._conv_head), ("_bn1", self._bn1), ("_relu6_head", nn.ReLU6()),
+            ("_conv_head", self._conv_head), ("_bn1", self._bn1),
         ]))
 
     def forward(self, x):
         """Images (N, 3, H, W) -> class scores (N, num_classes): stem, blocks, head conv, mean pool, dropout, fc."""
-        x = self._relu6(self._bn0(self._conv_stem(x)))
+        x = self._bn0(self._conv_stem(x))                    # batch norm + ReLU6
         x = self._blocks(x)
-        x = self._relu6(self._bn1(self._conv_head(x)))
+        x = self._bn1(self._conv_head(x))                    # batch norm + ReLU6
         x = self._avg_pooling(x).flatten(1)
         return self._fc(self._dropout(x))
 

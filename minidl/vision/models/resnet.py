@@ -46,7 +46,7 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels, channels, stride=1, downsample=None):
         super().__init__()
         self.conv1 = conv3x3(in_channels, channels, stride)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = nn.BatchNorm2d(channels, activation="relu")  # relu(bn1(.)), in one pass in eval mode
         self.relu = nn.ReLU()
         self.conv2 = conv3x3(channels, channels)
         self.bn2 = nn.BatchNorm2d(channels)
@@ -56,7 +56,7 @@ class BasicBlock(nn.Module):
         """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)):
         (N, in_channels, H, W) -> (N, channels, H / stride, W / stride)."""
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x))  # with its ReLU
         out = self.bn2(self.conv2(out))
         return self.relu(out + shortcut)
 
@@ -68,8 +68,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.in_channels = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
+        self.bn1 = nn.BatchNorm2d(64, activation="relu")  # relu(bn1(.))
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0], stride=1)
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
@@ -101,13 +100,13 @@ class ResNet(nn.Module):
     def body(self):
         """The network up to (excluding) the global pooling, sharing this model's layers:
         (N, 3, H, W) -> (N, 512, H/32, W/32). Its parameter names are the model's."""
-        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        names = ["conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         return nn.Sequential(OrderedDict((n, getattr(self, n)) for n in names))
 
     def forward(self, x):
         """Images (N, 3, H, W) -> class scores (N, num_classes): stem (7x7 conv /2, max pool /2),
         4 stages, mean pool, fc."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 
