@@ -35,12 +35,14 @@
 //   When N <= NC (4096) every element of A and of B is packed exactly once, and each
 //   slice of B is used right after it is packed, while it is still in cache.
 //
-// Why the tile is 14 x 32 on AVX-512 but 6 x 16 on AVX2: an FMA has a latency of
+// Why the tile is 6 x 64 on AVX-512 but 6 x 16 on AVX2: an FMA has a latency of
 // 4 cycles and a core starts 2 per cycle, so at least 8 independent accumulators must
-// be in flight or the FMA units idle.  AVX-512 has 32 vector registers: 14 x 2 = 28
-// accumulators, 2 for the row of B, 1 for a broadcast A value.  (A 6 x 16 tile keeps
-// only 6 zmm accumulators: ~60% of numpy.)  AVX2 has 16 registers: 6 x 2 = 12 ymm
-// accumulators, the classic 6 x 16.
+// be in flight or the FMA units idle.  AVX-512 has 32 vector registers: 6 x 4 = 24
+// accumulators, 4 for the row of B, 1 for a broadcast A value.  (A 6 x 16 tile keeps
+// only 6 zmm accumulators: ~60% of numpy.  14 x 32, 28 accumulators, was the tile
+// until 2026-11-24: 6 x 64 measured 1-9% faster on ResNet18's convolutions, interleaved
+// A/B, mostly because 6 rows waste less than 14 on a conv's 64 or 576 rows.)  AVX2 has
+// 16 registers: 6 x 2 = 12 ymm accumulators, the classic 6 x 16.
 //
 // Why the scratch buffers are kept from call to call: fresh memory costs a page fault
 // per 4 KiB on first touch — ~10% at n = 512.
@@ -101,6 +103,8 @@ using Vec = typename VecOf<T>::type;
 // The blocking.  MR x NR is the register tile; KC * NR * sizeof(T) (a B sliver)
 // should fit in L1 (48 KiB here) next to the A panel streaming through it,
 // MC * KC * sizeof(T) (an A block) in L2 (2 MiB), KC * NC * sizeof(T) in L3.
+// (The 6 x 64 AVX-512 tile's sliver is 64 KiB at KC = 256, more than L1; KC = 128 measured
+// no faster: the sliver's rows are read in order, which the hardware prefetcher follows.)
 #ifndef MINIDL_NC  // (-D flags for tuning experiments)
 #define MINIDL_NC 4096
 #endif
@@ -117,9 +121,9 @@ struct Blocking {
 #define MINIDL_AVX512_KC 256
 #endif
 #ifndef MINIDL_AVX512_MC
-#define MINIDL_AVX512_MC (14 * 24)
+#define MINIDL_AVX512_MC (6 * 56)
 #endif
-template <typename T> using Avx512Blocking = Blocking<T, 14, 2, MINIDL_AVX512_KC, MINIDL_AVX512_MC>;
+template <typename T> using Avx512Blocking = Blocking<T, 6, 4, MINIDL_AVX512_KC, MINIDL_AVX512_MC>;
 template <typename T> using Avx2Blocking = Blocking<T, 6, 1, 256, 6 * 16>;
 
 // Scratch buffers that live as long as the thread (OpenMP's pool threads are reused
