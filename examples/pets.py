@@ -29,8 +29,8 @@ their ImageNet statistics throughout (--train-bn restores fastai's behaviour).
 
 Measured on this project's machine (2 shared CPU cores) on ../shared/data/cats_dogs
 (800 photos, 160 validate; seed 42), --test on ../shared/data/oxford_pets_sample (26):
-  224 px (default)          error rate 0.0000 (0/160), test 0/26, 73 s to train (82 s in all)
-  160 px                    error rate 0.0000 (0/160), 53 s to train (58 s in all)
+  224 px (default)          error rate 0.0000 (0/160), test 0/26, 74 s to train (82 s in all)
+  160 px                    error rate 0.0000 (0/160), 45 s to train (49 s in all)
   (times from 2026-11-24's kernels; the rows below were measured with slower, earlier ones)
   128 px                    error rate 0.0187 (3/160), test 0/26,  96 s to train
   128 px, --train-bn        error rate 0.0750 (fastai's train_bn; 0.0500 after the frozen epoch), 363 s
