@@ -391,3 +391,60 @@ def test_real_data_found_and_pinned_sha256_match(name):
     assert folder == SHARED_DATA / name
     for file, expected in external.SHA256[name].items():
         assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == expected, file
+
+
+# ---------------------------------------------------------------------- untar_data (the book's way)
+def test_untar_data_returns_the_folder_fastai_names(toy, tmp_path, monkeypatch):
+    from minidl.data import URLs, untar_data
+    data = tmp_path / "data"
+    write_files(data / "adult_sample", {"adult.csv": b"age,salary\n39, <50k\n"})
+    monkeypatch.setenv("MINIDL_DATA", str(data))
+    assert untar_data(URLs.ADULT_SAMPLE) == data / "adult_sample"
+    # only <root>/<name> counts: the files at the root itself are not the data set
+    write_files(data, {"ratings.csv": b"userId,movieId,rating\n1,1,4.0\n"})
+    with pytest.raises(DataNotFoundError) as info:
+        untar_data(URLs.ML_SAMPLE, download=False)
+    message = str(info.value)
+    assert f"create the folder {data / 'movie_lens_sample'} holding ratings.csv" in message
+    assert URLs.ML_SAMPLE in message and "MINIDL_DATA" in message
+    # the cache is the second place looked in
+    write_files(toy / "movie_lens_sample", {"ratings.csv": b"userId,movieId,rating\n1,1,4.0\n"})
+    assert untar_data(URLs.ML_SAMPLE, download=False) == toy / "movie_lens_sample"
+
+
+def test_untar_data_names_each_of_fastais_folders():
+    from minidl.data import URLs
+    from minidl.data.external import DATASETS, SOURCES
+    names = {"PETS": "oxford-iiit-pet", "ADULT_SAMPLE": "adult_sample", "ML_SAMPLE": "movie_lens_sample",
+             "ML_100k": "ml-100k", "CAMVID_TINY": "camvid_tiny", "CAMVID": "camvid", "IMDB": "imdb",
+             "IMDB_SAMPLE": "imdb_sample", "MNIST_SAMPLE": "mnist_sample", "MNIST_TINY": "mnist_tiny"}
+    for attr, folder in names.items():
+        url = getattr(URLs, attr)
+        assert folder in DATASETS and SOURCES[folder] == url
+        assert url.rsplit("/", 1)[-1].split(".")[0] == folder
+        assert url.startswith("https://")
+        assert folder in external.ARCHIVE_MD5 or folder in external.PUBLISHED_MD5   # every download is checked
+
+
+def test_untar_data_downloads_checks_and_unpacks_into_the_cache(server, toy, monkeypatch):
+    from minidl.data import URLs, untar_data
+    serve, hits = server
+    archive = make_targz({"ratings.csv": b"userId,movieId,rating,timestamp\n1,2,4.0,5\n"}, top="movie_lens_sample/")
+    url = external.SOURCES["toy"].rsplit("/", 1)[0] + "/movie_lens_sample.tgz"
+    monkeypatch.setitem(external.SOURCES, "movie_lens_sample", url)
+    serve(archive, path="/movie_lens_sample.tgz")
+    monkeypatch.setitem(external.ARCHIVE_MD5, "movie_lens_sample", "0" * 32)   # the wrong md5: refused
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        untar_data(URLs.ML_SAMPLE)
+    assert not (toy / "movie_lens_sample").exists() and not list(toy.glob(".movie_lens_sample-*"))
+    monkeypatch.setitem(external.ARCHIVE_MD5, "movie_lens_sample", hashlib.md5(archive).hexdigest())
+    folder = untar_data(URLs.ML_SAMPLE)
+    assert folder == toy / "movie_lens_sample" and (folder / "ratings.csv").read_text().startswith("userId")
+    assert untar_data(URLs.ML_SAMPLE) == folder and hits.count("/movie_lens_sample.tgz") == 2  # no third download
+
+
+def test_untar_data_refuses_an_unknown_address(toy):
+    from minidl.data import untar_data
+    with pytest.raises(ValueError, match=r"untar_data: 'https://example.org/cifar10.tgz' is not a data set.*"
+                                         r"URLs\.\{PETS"):
+        untar_data("https://example.org/cifar10.tgz")

@@ -480,9 +480,13 @@ def test_inference_without_validation_data_names_the_problem(tmp_path):
         learn.fit(1, cbs=EarlyStoppingCallback())
 
 
-def test_freeze_needs_more_than_one_group(tmp_path):
-    with pytest.raises(ValueError, match="single parameter group"):
-        Learner(xor_like(), mlp(), path=tmp_path).freeze()
+def test_freeze_on_a_single_group_freezes_nothing_as_fastai(tmp_path):
+    learn = Learner(xor_like(), mlp(), path=tmp_path)
+    learn.freeze()        # fine_tune on a collab model: its "frozen" epoch trains the whole model
+    assert all(p.requires_grad for p in learn.model.parameters())
+    with pytest.raises(ValueError, match=r"freeze_to\(1\): the model has 1 parameter group.*nothing would train"):
+        learn.freeze_to(1)
+    assert all(p.requires_grad for p in learn.model.parameters())
 
 
 def test_float64_data_for_a_float32_model_is_caught_at_construction(tmp_path):

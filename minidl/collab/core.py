@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import ArrayDataset, DataLoaders, RandomSplitter
-from ..tabular import Categorify, TabularPandas
+from ..tabular import Categorify, TabularDataLoaders, TabularPandas
 
 # The two MovieLens layouts we read: (ratings file, items file) for each.
 MOVIELENS_LAYOUTS = {
@@ -149,6 +149,9 @@ class CollabDataLoaders(DataLoaders):
     def from_movielens(cls, folder, **kwargs):
         """from_df on ``read_movielens(folder)``: users and movie titles (ml-latest-small or ml-100k)."""
         return cls.from_df(read_movielens(folder), path=folder, **kwargs)
+
+    # Ratings are rows of a TabularPandas too: users, items, the rating and the rating_pred column.
+    show_results = TabularDataLoaders.show_results
 
     def show_batch(self, max_n=10):
         """The first training ratings, with user and item names (printed and returned)."""

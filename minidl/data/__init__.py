@@ -4,7 +4,7 @@ Read core.py first (a dataset, collate, the DataLoader, DataLoaders), then split
 """
 from .core import ArrayDataset, DataLoader, DataLoaders, Subset, collate  # noqa: F401
 from .splitters import ColSplitter, IndexSplitter, MaskSplitter, RandomSplitter, TimeSplitter  # noqa: F401
-from .external import ChecksumError, DataNotFoundError, find_data  # noqa: F401
+from .external import ChecksumError, DataNotFoundError, URLs, find_data, untar_data  # noqa: F401
 
 __all__ = ["ArrayDataset", "Subset", "collate", "DataLoader", "DataLoaders",
            "RandomSplitter", "IndexSplitter", "MaskSplitter", "ColSplitter", "TimeSplitter"]

@@ -248,6 +248,11 @@ class DataLoader:
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, device={self.device!r})")
 
     # ---------------------------------------------------------------- the work
+    def batch_of(self, indices):
+        """The batch of the samples at ``indices`` (in that order), built as this loader builds its own
+        (its collate_fn, its device; no augmentation draw is shared with training)."""
+        return self._make_batch(np.asarray(indices, dtype=np.int64))
+
     def _batch_indices(self):
         """This epoch's order, cut into arrays of ``batch_size`` indices."""
         n, bs = len(self.dataset), self.batch_size

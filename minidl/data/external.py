@@ -2,6 +2,7 @@
 
     path = find_data("adult")               # a folder holding adult.data, adult.names
     df = path / "adult.data"
+    path = untar_data(URLs.PETS)            # the book's way: fastai's names, the folder oxford-iiit-pet
 
 Where ``find_data(name, data)`` looks, first hit wins:
 
@@ -34,8 +35,8 @@ import zlib
 from http.client import HTTPException
 from pathlib import Path
 
-__all__ = ["find_data", "cache_dir", "DataNotFoundError", "ChecksumError", "DATASETS", "SOURCES", "SHA256",
-           "ARCHIVE_MD5"]
+__all__ = ["find_data", "untar_data", "URLs", "cache_dir", "DataNotFoundError", "ChecksumError", "DATASETS",
+           "SOURCES", "SHA256", "ARCHIVE_MD5"]
 
 # The files each data set must have (a folder counts as the data set when it holds all
 # of them, or all of one of the "also" layouts); the optional ones are used when present.
@@ -46,29 +47,74 @@ DATASETS = {
               "also": (("adult.csv",),)},                          # fastai's layout
     "ml-latest-small": {"required": ("ratings.csv", "movies.csv"), "optional": ()},
     "ml-100k": {"required": ("u.data", "u.item"), "optional": ()},
-    "oxford-iiit-pet": {"required": ("images/*.jpg",), "optional": ()},
+    "oxford-iiit-pet": {"required": ("images/*.jpg",), "optional": ("annotations",)},
+    # fastai's samples, each in the folder fastai names it (what untar_data(URLs.X) returns)
+    "adult_sample": {"required": ("adult.csv",), "optional": ()},
+    "movie_lens_sample": {"required": ("ratings.csv",), "optional": ()},
+    "camvid_tiny": {"required": ("codes.txt", "images/*.png", "labels/*.png"), "optional": ()},
+    "camvid": {"required": ("codes.txt", "valid.txt", "images/*.png", "labels/*.png"), "optional": ()},
+    "imdb": {"required": ("train/pos/*.txt", "train/neg/*.txt", "test/pos/*.txt", "test/neg/*.txt"),
+             "optional": ("unsup",)},
+    "imdb_sample": {"required": ("texts.csv",), "optional": ()},
+    "mnist_sample": {"required": ("labels.csv", "train/3/*.png", "train/7/*.png", "valid/3/*.png", "valid/7/*.png"),
+                     "optional": ()},
+    "mnist_tiny": {"required": ("labels.csv", "train/3/*.png", "train/7/*.png", "valid/3/*.png", "valid/7/*.png"),
+                   "optional": ()},
 }
 
 # Where each data set's official archive lives: a .zip, or a .tar.gz / .tgz (the name's
 # ending says which). Tests point these at a local server.
+_FASTAI = "https://s3.amazonaws.com/"   # where fastai keeps its copies of the data sets (fastai's URLs)
 SOURCES = {
     "adult": "https://archive.ics.uci.edu/static/public/2/adult.zip",
     "ml-latest-small": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
     "ml-100k": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-    "oxford-iiit-pet": "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",  # ~790 MB
+    "oxford-iiit-pet": _FASTAI + "fast-ai-imageclas/oxford-iiit-pet.tgz",  # 812 MB: images/ and annotations/
+    "adult_sample": _FASTAI + "fast-ai-sample/adult_sample.tgz",
+    "movie_lens_sample": _FASTAI + "fast-ai-sample/movie_lens_sample.tgz",
+    "camvid_tiny": _FASTAI + "fast-ai-sample/camvid_tiny.tgz",
+    "camvid": _FASTAI + "fast-ai-imagelocal/camvid.tgz",
+    "imdb": _FASTAI + "fast-ai-nlp/imdb.tgz",
+    "imdb_sample": _FASTAI + "fast-ai-sample/imdb_sample.tgz",
+    "mnist_sample": _FASTAI + "fast-ai-sample/mnist_sample.tgz",
+    "mnist_tiny": _FASTAI + "fast-ai-sample/mnist_tiny.tgz",
 }
+
+
+class URLs:
+    """fastai's names for its data sets (``fastai.data.external.URLs``), so the book's
+    ``untar_data(URLs.PETS)`` reads the same. Each is the archive's address; its file name
+    without ``.tgz`` / ``.zip`` is the folder ``untar_data`` returns."""
+    PETS = SOURCES["oxford-iiit-pet"]
+    ADULT_SAMPLE = SOURCES["adult_sample"]
+    ML_SAMPLE = SOURCES["movie_lens_sample"]
+    ML_100k = SOURCES["ml-100k"]
+    CAMVID_TINY = SOURCES["camvid_tiny"]
+    CAMVID = SOURCES["camvid"]
+    IMDB = SOURCES["imdb"]
+    IMDB_SAMPLE = SOURCES["imdb_sample"]
+    MNIST_SAMPLE = SOURCES["mnist_sample"]
+    MNIST_TINY = SOURCES["mnist_tiny"]
 
 # GroupLens publishes `<url>.md5` beside each zip; we check the archive against it.
 # It comes from the same server as the zip, so it guards against a corrupt or truncated
 # download, not against tampering. The pinned SHA256 below is what guards the content.
 PUBLISHED_MD5 = {"ml-latest-small", "ml-100k"}
 
-# The md5 of an archive, pinned here (the publisher gives none beside it). Oxford-IIIT Pet's:
-# torchvision pins 5c4f3ee8e5d25df40f4fd59a7f44e54c for this exact URL in
-# torchvision/datasets/oxford_iiit_pet.py (OxfordIIITPet._RESOURCES). We have no copy of the
-# 790 MB archive here to compute it ourselves, so that pin is what we check against.
+# The md5 of an archive, pinned here (the publisher gives none beside it). fastai's archives:
+# the md5 fastai itself checks them against (its fastai/data/checks.txt, keyed by these URLs).
+# We have no copies of the archives here to compute them ourselves, so those pins are what we
+# check against.
 ARCHIVE_MD5 = {
-    "oxford-iiit-pet": "5c4f3ee8e5d25df40f4fd59a7f44e54c",
+    "oxford-iiit-pet": "e4db5c768afd933bb91f5f594d7417a4",
+    "adult_sample": "64eb9d7e23732de0b138f7372d15492f",
+    "movie_lens_sample": "10961384dfe7c5181460390a460c1f77",
+    "camvid_tiny": "2cf6daf91b7a2083ecfa3e9968e9d915",
+    "camvid": "648371e4f3a833682afb39b08a3ce2aa",
+    "imdb": "90f9b1c4ff43a90d67553c9240dc0249",
+    "imdb_sample": "0842e61a9867caa2e6fbdb14fa703d61",
+    "mnist_sample": "2dbc7ec6f9259b583af0072c55816a88",
+    "mnist_tiny": "56143e8f24db90d925d82a5a74141875",
 }
 
 # SHA256 of extracted files, checked after unpacking. Computed with hashlib.sha256 over
@@ -83,8 +129,7 @@ SHA256 = {
         "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
         "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
     },
-    "ml-100k": {},
-    "oxford-iiit-pet": {},  # thousands of photos: the archive's pinned md5 covers them all
+    "ml-100k": {},  # fastai's samples and Oxford-IIIT Pet: the archive's pinned md5 covers every file
 }
 
 TIMEOUT_S = 20  # per network operation (connect, each read), so a dead network fails fast
@@ -111,12 +156,13 @@ def cache_dir():
     return (Path(root).expanduser() if root else Path.home() / ".minidl") / "data"
 
 
-def find_data(name, data=None, download=True):
+def find_data(name, data=None, download=True, named=False):
     """The folder holding data set ``name``'s files; download it into the cache if need be.
 
     ``data``: a folder to look in first (the data set's folder or its parent).
-    ``download=False`` never touches the network. Raises ``DataNotFoundError`` (a
-    ``FileNotFoundError``) listing every place searched and where to put the files.
+    ``download=False`` never touches the network. ``named=True`` accepts only a folder
+    called ``name`` inside each place (untar_data's rule). Raises ``DataNotFoundError`` (a
+    ``FileNotFoundError``) listing every place searched and what to put where.
     """
     if name not in DATASETS:
         raise ValueError(f"find_data: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
@@ -130,7 +176,7 @@ def find_data(name, data=None, download=True):
 
     searched = []
     for why, root in roots:
-        for folder in (root, root / name):
+        for folder in (root / name,) if named else (root, root / name):
             if any(_holds(folder, files) for files in layouts):
                 return folder
             missing = [f for f in required if not _has(folder, f)]
@@ -148,14 +194,34 @@ def find_data(name, data=None, download=True):
             return _download(name)
         except _DownloadFailed as e:
             failure = f"download from {url} failed: {e}"
-    target = cache_dir() / name
+    target = roots[0][1] / name if named else cache_dir() / name
+    source = f" (unpacked from {url})" if url else ""
+    if named:
+        fix = (f"create the folder {target} holding {', '.join(required)}{source}, "
+               f"or set MINIDL_DATA to a folder that holds {name}/")
+    else:
+        fix = (f"put {', '.join(required)} in {target}/{source}, or pass the folder holding them "
+               f"(data=PATH, an example's --data PATH) or set MINIDL_DATA=PATH")
     raise DataNotFoundError(
         f"data set {name!r} not found: no folder holding {', '.join(required)}.\n"
         f"Searched:\n" + "".join(f"  {s}\n" for s in searched) +
-        f"Not downloaded: {failure}.\n"
-        f"Fix: put {', '.join(required)} in {target}/{f' (from {url})' if url else ''}, "
-        f"or pass the folder holding them (data=PATH, an example's --data PATH) or set MINIDL_DATA=PATH.",
-        not_downloaded=failure)
+        f"Not downloaded: {failure}.\nFix: {fix}.", not_downloaded=failure)
+
+
+def untar_data(url, download=True):
+    """fastai's ``untar_data``: the folder of the data set at ``url`` (one of ``URLs``), as a Path.
+
+    The folder is named as fastai names it (``URLs.PETS`` -> ``oxford-iiit-pet``), and is looked
+    for in ``$MINIDL_DATA/<name>``, then ``~/.minidl/data/<name>``; else the archive is downloaded
+    into the cache, checked against its pinned md5 and unpacked (``find_data``'s downloader).
+    Offline with nothing found, ``DataNotFoundError`` names the folder to create and its files.
+    """
+    name = re.sub(r"\.(tgz|tar\.gz|zip)$", "", str(url).rsplit("/", 1)[-1])
+    if name not in DATASETS:
+        known = ", ".join(k for k, v in vars(URLs).items() if k.isupper())
+        raise ValueError(f"untar_data: {url!r} is not a data set minidl knows (it would be the folder {name!r}); "
+                         f"give one of URLs.{{{known}}}")
+    return find_data(name, download=download, named=True)
 
 
 def _holds(folder, files):

@@ -214,15 +214,20 @@ class Learner:
                 for p in m.parameters(recurse=False)}
 
     def freeze_to(self, n):
-        """Train only parameter groups n, n+1, ... (batch norm layers stay trainable when train_bn)."""
+        """Train only parameter groups n, n+1, ... (batch norm layers stay trainable when train_bn).
+
+        A negative ``n`` counts from the end, so ``freeze_to(-1)`` (``freeze``) keeps the last group
+        training; on a model with a single group that freezes nothing (as in fastai: ``fine_tune``
+        on a collab model trains it whole in its first epoch too)."""
         if self.opt is None:
             self.create_opt()
         groups = [g["params"] for g in self.opt.param_groups]
-        if len(groups) < 2 and n != 0:
-            raise ValueError("freeze: the model has a single parameter group, so there is nothing to keep "
-                             "training; give the Learner a splitter that returns (body, head) groups")
+        first_trained = n if n >= 0 else max(len(groups) + n, 0)
+        if first_trained >= len(groups):
+            raise ValueError(f"freeze_to({n}): the model has {len(groups)} parameter group(s), so that would "
+                             f"freeze all of them and nothing would train; give n < {len(groups)}")
         bn_params = self._bn_params()
-        frozen = set(range(len(groups))[:n])
+        frozen = set(range(first_trained))
         for i, group in enumerate(groups):
             for p in group:
                 p.requires_grad_(i not in frozen or (self.train_bn and id(p) in bn_params))
@@ -329,6 +334,24 @@ class Learner:
         vocab = getattr(self.dls, "vocab", None)
         label = vocab[int(decoded.item())] if vocab is not None and decoded.numel() == 1 else decoded
         return label, decoded, probs
+
+    def show_results(self, ds_idx=1, max_n=9, shuffle=True, **kwargs):
+        """A few samples with their targets and the model's predictions (fastai's show_results).
+
+        ``max_n`` samples of the validation set (``ds_idx=0``: the training set), drawn at random
+        unless ``shuffle=False`` by a generator of their own (training's random state is left
+        alone). The DataLoaders show them: ``dls.show_results(ds_idx, idx, batch, decoded, **kwargs)``
+        prints a table of rows (tabular, collab) or draws a PNG of images (vision)."""
+        dl = self._inference_dl(ds_idx, None, "show_results")
+        n = len(dl.dataset)
+        idx = np.random.default_rng().permutation(n)[:max_n] if shuffle else np.arange(min(max_n, n))
+        batch = dl.batch_of(idx)
+        self.model.eval()
+        with no_grad():
+            out = self.model(*batch[:self.n_inputs])
+        act = getattr(self.loss_func, "activation", lambda o: o)
+        decodes = getattr(self.loss_func, "decodes", lambda o: o)
+        return self.dls.show_results(ds_idx, idx, batch, decodes(act(out)), **kwargs)
 
     def validate(self, ds_idx=1, dl=None):
         """[valid_loss, *metrics] on a DataLoader (the validation set by default)."""

@@ -146,12 +146,21 @@ def _save(fig, path):
     return path
 
 
+def _bar_stream():
+    """Where a live progress bar can go: stderr on a terminal, stdout in a Jupyter kernel (a notebook
+    redraws a line on "\r"), else nowhere (a CI log or a file would keep every redraw)."""
+    if sys.stderr.isatty():
+        return sys.stderr
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return sys.stdout if type(shell).__name__ == "ZMQInteractiveShell" else None
+
+
 class ProgressCallback(Callback):
-    """Prints fastai's per-epoch table, and a progress bar over batches when on a terminal."""
+    """Prints fastai's per-epoch table, and a progress bar over batches on a terminal or in Jupyter."""
     order = 55  # after the Recorder (50), before callbacks that may stop training in after_epoch (60)
 
     def __init__(self, out=None):
-        self.out, self.show, self.header_printed = out, True, False
+        self.out, self.show, self.header_printed, self.bar = out, True, False, None
 
     @property
     def _stream(self):
@@ -161,6 +170,7 @@ class ProgressCallback(Callback):
         """Read learn.show_progress; the table header is printed at the first epoch."""
         self.show = getattr(self.learn, "show_progress", True)
         self.header_printed = False
+        self.bar = _bar_stream() if self.show else None
 
     def before_epoch(self):
         """Print the table header (epoch, train_loss, valid_loss, metrics, time) once per fit."""
@@ -169,14 +179,14 @@ class ProgressCallback(Callback):
             self.header_printed = True
 
     def after_batch(self):
-        """Redraw the progress bar (done / batches) on stderr, when it is a terminal."""
-        if self.show and sys.stderr.isatty():
+        """Redraw the progress bar (done / batches), on a terminal or in a notebook."""
+        if self.bar is not None:
             n = len(self.dl)
             done = self.iter + 1
             bar = "#" * (20 * done // n)
             stage = "train" if self.training else "valid"
             print(f"\r{stage} [{bar:<20}] {done}/{n}", end="" if done < n else "\r" + " " * 40 + "\r",
-                  file=sys.stderr, flush=True)
+                  file=self.bar, flush=True)
 
     def after_epoch(self):
         """Print the epoch's row of the table."""

@@ -226,6 +226,18 @@ class TabularDataLoaders(DataLoaders):
         return DataLoader(ArrayDataset(*to.arrays(to.process(df))), batch_size=bs or self.train.batch_size,
                           device=self.device)
 
+    def show_results(self, ds_idx, idx, batch, decoded, **kwargs):
+        """Prints rows ``idx`` of the training (0) or validation (1) set, decoded, with a ``<target>_pred``
+        column of the model's ``decoded`` predictions beside each target (fastai's show_results)."""
+        to = self.to_pandas
+        table = to.decode(to.items.iloc[np.asarray(to.splits[ds_idx])[idx]])
+        decoded = decoded.numpy().reshape(len(table), -1)
+        for k, name in enumerate(to.y_names):
+            table[f"{name}_pred"] = ([to.vocab[int(i)] for i in decoded[:, 0]] if to.vocab is not None
+                                     else decoded[:, k])
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            print(table.to_string(index=False))
+
     def show_batch(self, max_n=10):
         """The first training rows, decoded back to readable values (printed and returned)."""
         to = self.to_pandas

@@ -3,7 +3,7 @@
 Read image.py (files -> RGB), transforms.py (same-size images, augmentation), data.py
 (ImageDataLoaders), then learner.py (vision_learner) and interpret.py.
 """
-from .image import get_image_files, load_image, to_rgb, verify_images  # noqa: F401
+from .image import PILImage, get_image_files, load_image, to_rgb, verify_images  # noqa: F401
 from .transforms import (AffineAugment, Lighting, Normalize, RandomResizedCrop, Resize,  # noqa: F401
                          aug_transforms, imagenet_stats)
 from .data import ImageBatcher, ImageDataLoader, ImageDataLoaders, ImageDataset, show_images  # noqa: F401

@@ -325,6 +325,14 @@ class ImageDataLoaders(DataLoaders):
                                collate_fn=ImageBatcher(ref.collate_fn.batch_tfms, train=False),
                                num_workers=ref.num_workers)
 
+    def show_results(self, ds_idx, idx, batch, decoded, path="results.png", ncols=3):
+        """The images of ``batch`` titled with their label and the model's prediction, to a PNG."""
+        x, *y = batch
+        titles = [f"{self.vocab[int(p)]}" if not y else f"{self.vocab[int(t)]} / {self.vocab[int(p)]}"
+                  for t, p in zip(y[0].numpy() if y else decoded.numpy(), decoded.numpy())]
+        print(f"show_results: {len(titles)} images, titled 'actual / predicted', in {path}")
+        return show_images(self.train.decode(x), titles, path, ncols=ncols)
+
     @property
     def skipped(self):
         """Unreadable files met so far, over both loaders."""

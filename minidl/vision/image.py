@@ -12,6 +12,7 @@ and ``load_image`` handles each:
   * broken files: a truncated download, a text file named .jpg. Pillow raises; the
     dataset (data.py) catches it, warns once, counts the file and carries on.
 """
+import io
 import mimetypes
 import os
 import struct
@@ -54,13 +55,17 @@ def get_image_files(path, recurse=True, folders=None):
 
 
 def load_image(source):
-    """A path (or an open PIL image) -> a PIL image in RGB mode, upright.
+    """A path, the bytes of a file (an upload), a PIL image or a uint8 array -> a PIL image in RGB mode, upright.
 
     Raises one of ``BAD_IMAGE_ERRORS`` for a file that is not a readable image (most often
     ``OSError``: PIL's ``UnidentifiedImageError`` is one); callers that must not stop (a
     DataLoader) catch them.
     """
-    if isinstance(source, Image.Image):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    if isinstance(source, np.ndarray):
+        image = Image.fromarray(source)
+    elif isinstance(source, Image.Image):
         image = source
     else:
         with Image.open(source) as opened:
@@ -86,6 +91,33 @@ def to_rgb(image):
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV: Pillow's own conversions
+
+
+class PILImage(Image.Image):
+    """fastai's PILImage: a PIL image in RGB that knows how to be made from anything.
+
+    ``PILImage.create(x)``: ``x`` a path, the bytes of an uploaded file, a PIL image or a uint8
+    array, opened with ``load_image`` (upright, RGB). It *is* a PIL image: ``learn.predict(img)``,
+    ``img.size``, ``img.save(...)``, and a notebook shows it.
+    """
+
+    @classmethod
+    def create(cls, source):
+        image = load_image(source)
+        image = image.copy() if image is source else image  # never re-class the caller's own object
+        image.__class__ = cls  # a PIL image with our two methods: no copy of the pixels (as fastai does)
+        return image
+
+    def to_thumb(self, h, w=None):
+        """A copy no larger than ``h`` x ``w`` (w defaults to h), aspect ratio kept (fastai's to_thumb)."""
+        thumb = self.copy()
+        thumb.thumbnail((w or h, h))
+        return thumb
+
+    @property
+    def shape(self):
+        """(height, width), as fastai gives it."""
+        return self.size[1], self.size[0]
 
 
 def image_to_array(image):

