@@ -28,13 +28,14 @@ $(STAMP): $(PY) $(BUILD_INPUTS)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The main job: fastai's chapter-1 models (pets, tabular, collab), after the two tours.
+# The main job: fastai's chapter-1 models (pets, tabular, collab, bytes as images), after the two tours.
 demo: $(STAMP)
 	$(PY) examples/00_autograd_tour.py
 	$(PY) examples/01_learner_tour.py
 	$(PY) examples/tabular.py
 	$(PY) examples/collab.py
 	$(PY) examples/pets.py
+	$(PY) examples/bytes_as_images.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

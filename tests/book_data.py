@@ -50,7 +50,7 @@ def _pets(folder, shared, n):
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{name}.jpg")
 
 
-def _adult(folder, shared, n=2000):
+def _adult(folder, shared, n=6000):
     """fastai's adult.csv: a header, ", " between fields, salary as " >=50k" / " <50k"."""
     folder.mkdir(parents=True, exist_ok=True)
     source = shared / "adult" / "adult.csv"

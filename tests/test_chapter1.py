@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from book_data import make_book_data
+import minidl
+
+from book_data import SHARED_DATA, make_book_data
 
 jupytext = pytest.importorskip("jupytext", reason="jupytext is in the dev extra: pip install -e .[dev]")
 
@@ -131,10 +133,15 @@ def run_cells(names, namespace, monkeypatch, data):
 
 def test_tabular_cell_learns_and_shows_results(book_data, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
+    minidl.set_seed(42)
     ns = run_cells(["tabular", "tabular_fit"], {}, monkeypatch, book_data)
     learn = ns["learn"]
     loss, acc = learn.validate()
-    assert acc > 0.75                                    # 2,000 census rows; the book's full set: 0.83
+    majority = float(np.mean(learn.dls.valid.dataset.arrays[-1] == 0))
+    if (SHARED_DATA / "adult" / "adult.csv").is_file():
+        assert acc > max(0.80, majority + 0.04)          # 6,000 census rows: 0.83, as the book's 32,561
+    else:
+        assert acc > majority + 0.10                     # made-up rows (0.73 against 0.52)
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
     learn.show_results(max_n=5, shuffle=False)

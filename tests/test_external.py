@@ -349,8 +349,8 @@ def test_tar_gz_md5_mismatch_deletes_everything(pics, toy):
     (tar_member("/tmp/minidl-evil.jpg", data=b"x"), "absolute path"),
     (tar_member("../evil.jpg", data=b"x"), "'..'"),
     (tar_member("images/../../evil.jpg", data=b"x"), "'..'"),
-    (tar_member("images/up", tarfile.SYMTYPE, "../../outside"), "link pointing outside"),
-    (tar_member("images/passwd", tarfile.SYMTYPE, "/etc/passwd"), "link pointing outside"),
+    (tar_member("images/up", tarfile.SYMTYPE, "../../outside"), "symbolic link.*outside the archive's folder"),
+    (tar_member("images/passwd", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link.*outside the archive's folder"),
     (tar_member("images/hard", tarfile.LNKTYPE, "../secret"), "hard link"),
     (tar_member("images/tty", tarfile.CHRTYPE), "device"),
 ], ids=["absolute", "dotdot", "dotdot-inside", "symlink-up", "symlink-absolute", "hardlink-up", "device"])
@@ -363,11 +363,52 @@ def test_unsafe_tar_members_are_refused_before_anything_is_written(pics, toy, tm
     assert not (tmp_path / "cache" / "evil.jpg").exists() and not (toy / "evil.jpg").exists()
 
 
-def test_links_inside_the_archive_are_kept(pics, toy):
+def refused_and_nothing_written(find, toy, tmp_path, match):
+    """``find()`` refuses the archive, and nothing appears anywhere but the cache's own folders."""
+    outside = lambda: sorted(p for p in tmp_path.rglob("*") if not (p.is_relative_to(toy) or toy.is_relative_to(p)))
+    before = outside()
+    with pytest.raises(DataNotFoundError, match=match):
+        find()
+    assert outside() == before
+    assert not (toy / "pics").exists() and leftovers(toy) == []
+
+
+def test_every_link_is_refused_even_one_inside_the_archive(pics, toy, tmp_path):
     serve, _ = pics
     serve(make_targz(members=[tar_member("images/cat.jpg", tarfile.SYMTYPE, "Bengal_1.jpg")]))
-    link = find_data("pics") / "images" / "cat.jpg"
-    assert link.is_symlink() and link.read_bytes() == PHOTOS["images/Bengal_1.jpg"]
+    refused_and_nothing_written(lambda: find_data("pics"), toy, tmp_path,
+                                "images/cat.jpg.*symbolic link.*inside the archive.*no data set needs links")
+    serve(make_targz(members=[tar_member("images/copy.jpg", tarfile.LNKTYPE, "images/Bengal_1.jpg")]))
+    refused_and_nothing_written(lambda: find_data("pics"), toy, tmp_path, "images/copy.jpg.*hard link")
+
+
+def test_a_chain_of_links_each_harmless_alone_is_refused(pics, toy, tmp_path):
+    """s2 -> . and s1 -> s2/.. each stay inside; followed one after the other, s1 is the parent folder."""
+    serve, _ = pics
+    serve(make_targz(members=[tar_member("s2", tarfile.SYMTYPE, "."), tar_member("s1", tarfile.SYMTYPE, "s2/.."),
+                              tar_member("s1/escaped.jpg", data=b"outside!")]))
+    refused_and_nothing_written(lambda: find_data("pics"), toy, tmp_path, "'s2'.*symbolic link")
+    assert not list(tmp_path.rglob("escaped.jpg"))
+
+
+def test_an_archive_built_like_cve_2025_4517_is_refused(pics, toy, tmp_path):
+    """CPython's test for CVE-2025-4517: directories with 247-character names reached through one-letter
+    links, nested until the path passes PATH_MAX, where os.path.realpath stops resolving; a link made
+    of "../" then leads the data filter's check astray and a file lands outside the destination."""
+    serve, _ = pics
+    steps, members, path = "abcdefghijklmnop", [], ""
+    for step in steps:
+        info = tarfile.TarInfo(path + step * 247)
+        info.type = tarfile.DIRTYPE
+        members.append((info, None))
+        members.append(tar_member(path + step, tarfile.SYMTYPE, step * 247))
+        path += step + "/"
+    members.append(tar_member(path + "l" * 254, tarfile.SYMTYPE, "../" * len(steps)))
+    members.append(tar_member("escape", tarfile.SYMTYPE, path + "l" * 254 + "/../../../../escaped"))
+    members.append(tar_member("escape/flag.jpg", data=b"outside!"))
+    serve(make_targz(members=members))
+    refused_and_nothing_written(lambda: find_data("pics"), toy, tmp_path, "'a'.*symbolic link")
+    assert not list(tmp_path.parent.glob("escaped*"))
 
 
 def test_a_bad_or_truncated_tar_gz_raises_data_not_found(pics, toy, monkeypatch):

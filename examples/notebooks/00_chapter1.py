@@ -22,8 +22,8 @@
 # **Data.** `untar_data(URLs.X)` returns the folder fastai names (`oxford-iiit-pet`,
 # `adult_sample`, `movie_lens_sample`, ...), looked for in `$MINIDL_DATA/<name>`, then
 # `~/.minidl/data/<name>`, else downloaded from fastai's archive (checked against its md5).
-# When the tests run this notebook, `$MINIDL_DATA` holds small copies (a few dozen photos, 2,000
-# census rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s examples
+# When the tests run this notebook, `$MINIDL_DATA` holds small copies (64 photos, 6,000 census
+# rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s examples
 # reproduce those (README, "Reproduced results").
 
 # %% [markdown]

@@ -295,7 +295,8 @@ def _unzip(archive, dest):
 
 
 def _untar(archive, dest):
-    """Unpack a tar.gz into ``dest``, refusing any member that could write outside it.
+    """Unpack a tar.gz into ``dest``, refusing any member that could write outside it (a link of any kind,
+    an absolute path, a '..', a device).
 
     Every member is checked before anything is written (``_unsafe_member``); tarfile's own
     "data" filter (Python 3.12, and 3.8.17 / 3.9.17 / 3.10.12 / 3.11.4) then checks again
@@ -326,10 +327,15 @@ def _unsafe_member(member):
     name = member.name
     if name.startswith("/") or ".." in name.split("/"):
         return "has an absolute path or a '..'"
-    if member.issym() and escapes(posixpath.join(posixpath.dirname(name), member.linkname)):
-        return f"is a link pointing outside the archive's folder ({member.linkname!r})"
-    if member.islnk() and escapes(member.linkname):  # hard links name their target from the top
-        return f"is a hard link to a file outside the archive's folder ({member.linkname!r})"
+    # No data set needs a link, and a link that looks harmless on its own can still lead a later
+    # member outside: `s2 -> .` then `s1 -> s2/..` then a file through s1, or links nested past
+    # PATH_MAX so that realpath stops resolving them (CVE-2025-4517). So every link is refused.
+    if member.issym():
+        where = "outside the archive's folder" if escapes(posixpath.join(posixpath.dirname(name), member.linkname)) \
+            else "inside the archive"
+        return f"is a symbolic link ({member.linkname!r}, {where}); no data set needs links, so none is unpacked"
+    if member.islnk():  # hard links name their target from the top
+        return f"is a hard link ({member.linkname!r}); no data set needs links, so none is unpacked"
     if member.isdev():
         return "is a device or a pipe, not data"
     return None

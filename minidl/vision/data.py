@@ -186,10 +186,17 @@ class ImageDataLoader(DataLoader):
         return self.collate_fn.decode(x)
 
     def show_batch(self, path="batch.png", max_n=9, ncols=3, batch=None):
-        """Draw the first ``max_n`` images of a batch with their labels to a PNG grid; returns the path.
+        """Draw ``max_n`` images with their labels to a PNG grid; returns the path.
 
-        The batch is ``one_batch()`` (the training loader's shows its augmentations)."""
-        x, *y = batch if batch is not None else self.one_batch()
+        The images are a fixed random draw from the whole dataset (files sorted by class would
+        otherwise show one class); the training loader's show its augmentations. No random
+        number of training's is drawn. ``batch`` shows that batch instead."""
+        if batch is None:
+            batch = self.batch_of(np.random.default_rng(0).permutation(len(self.dataset))[:max_n])
+            if batch is None:
+                raise ValueError(f"show_batch: none of the {max_n} files drawn is a readable image "
+                                 f"(see the warnings, or .dataset.bad_files)")
+        x, *y = batch
         pixels = self.decode(x)[:max_n]
         titles = [str(self.vocab[int(t)]) for t in y[0].numpy()[:max_n]] if y and self.vocab else None
         return show_images(pixels, titles, path, ncols=ncols)
