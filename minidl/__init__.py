@@ -3,6 +3,9 @@
 Read the source in this order: tensor.py, autograd.py, ops/elementwise.py (then the
 other ops), backend/numpy_ref.py, testing.py.
 """
+import builtins
+import os
+
 from . import nn  # noqa: F401
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import devices, register_backend  # noqa: F401
@@ -25,18 +28,39 @@ except ImportError:
     _C = None
 
 
-def set_num_threads(n):
-    """Run the C++ kernels on ``n`` threads (process-wide, like torch.set_num_threads).
+def max_threads():
+    """The most threads the C++ kernels may run on: 4 per core this process may use, at least 8.
 
-    The default is OMP_NUM_THREADS if set, else one thread per core. numpy's own BLAS
-    threads (OPENBLAS_NUM_THREADS) are not changed.
+    More threads than cores only make the kernels wait for each other, and far more (tens of
+    thousands) make OpenMP fail to create them: libgomp then crashes the process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return builtins.max(8, 4 * cores)   # (this module's own max is the tensor reduction)
+
+
+def set_num_threads(n):
+    """Run the C++ kernels on ``n`` threads (process-wide, like torch.set_num_threads), 1 <= n <= max_threads().
+
+    The default is OMP_NUM_THREADS if set (capped the same way), else one thread per core.
+    numpy's own BLAS threads (OPENBLAS_NUM_THREADS) are not changed.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    if n > max_threads():
+        raise ValueError(f"set_num_threads: {n} threads is more than minidl allows here ({max_threads()}: 4 per "
+                         f"core, at least 8). More threads than cores only slow the kernels down, and OpenMP "
+                         f"crashes the process when it cannot create that many; use n <= {max_threads()}")
     if _C is None:
         raise RuntimeError("set_num_threads: the C++ kernels (minidl._C) are not built, so there are no "
                            "threads to set; build them with `pip install -e .`")
     _C.set_num_threads(n)
+
+
+if _C is not None and _C.get_num_threads() > max_threads():   # OMP_NUM_THREADS=100000, say
+    import warnings
+    warnings.warn(f"minidl: OMP_NUM_THREADS asks for {_C.get_num_threads()} threads; the C++ kernels use "
+                  f"{max_threads()} (4 per core, at least 8: OpenMP crashes the process when it cannot create "
+                  f"that many threads)", stacklevel=2)
+    _C.set_num_threads(max_threads())
 
 
 def get_num_threads():

@@ -134,8 +134,17 @@ class Tensor:
 
     # ---------------------------------------------------------------- conversions
     def numpy(self):
-        """The values as a numpy array (shares memory on "cpu"; never part of the graph)."""
-        return self.backend.to_numpy(self.data)
+        """The values as a numpy array (shares memory on "cpu"; never part of the graph).
+
+        For a tensor that requires grad the array is read-only: autograd may have saved these
+        values for backward, and an edit it cannot see would give a silently wrong gradient
+        (PyTorch refuses ``.numpy()`` there). ``t.detach().numpy()`` is writable: editing it is a
+        choice made outside autograd, as editing the array given to ``from_numpy`` is."""
+        array = self.backend.to_numpy(self.data)
+        if self.requires_grad and array.flags.writeable and isinstance(self.data, np.ndarray):
+            array = array.view()
+            array.flags.writeable = False
+        return array
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()

@@ -62,7 +62,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     # numeric: perturb each element in place and re-run the function
     for k, (t, analytic) in enumerate(zip(checked, analytic_grads)):
         numeric = np.zeros(t.shape)
-        host = t.numpy()  # on "cpu" this is t's own memory; other devices copy back below
+        host = t.detach().numpy()  # on "cpu" this is t's own memory (writable); other devices copy back below
         with no_grad():
             for i in np.ndindex(*t.shape):
                 original = host[i]

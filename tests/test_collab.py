@@ -142,7 +142,7 @@ def test_embedding_dot_bias_forward_matches_numpy():
     minidl.set_seed(0)
     model = EmbeddingDotBias(5, n_users=7, n_items=9)
     for table in (model.u_weight, model.i_weight, model.u_bias, model.i_bias):
-        w = table.weight.numpy()
+        w = table.weight.detach().numpy()
         assert 0.005 < w.std() < 0.015  # fastai's init: (truncated) normal, std 0.01
         w[...] = np.random.default_rng(w.size).normal(0, 1, w.shape)
     x = np.array([[0, 0], [3, 8], [6, 2], [3, 2]], dtype=np.int64)
@@ -155,7 +155,7 @@ def test_embedding_dot_bias_forward_matches_numpy():
 
     model.y_range = (0.5, 5.0)
     np.testing.assert_allclose(model(minidl.tensor(x)).numpy(), 0.5 + 4.5 * sigmoid(expected), rtol=1e-5)
-    model.i_bias.weight.numpy()[[0, 8]] = [[-1e4], [1e4]]  # huge scores are squashed into the range
+    model.i_bias.weight.detach().numpy()[[0, 8]] = [[-1e4], [1e4]]  # huge scores are squashed into the range
     out = model(minidl.tensor(x)).numpy()
     assert (out >= 0.5).all() and (out <= 5.0).all()
     assert out[:2, 0] == pytest.approx([0.5, 5.0])

@@ -1,8 +1,8 @@
 """Training: the Learner, its callbacks, metrics and the learning-rate finder."""
 from .callback import (Callback, CancelBackwardException, CancelBatchException, CancelEpochException,  # noqa: F401
                        CancelFitException, CancelStepException, CancelTrainException, CancelValidateException,
-                       EarlyStoppingCallback, ParamScheduler, SaveModelCallback, TrackerCallback,
-                       TrainEvalCallback)
+                       EarlyStoppingCallback, NonFiniteLossError, ParamScheduler, SaveModelCallback,
+                       TerminateOnNaN, TrackerCallback, TrainEvalCallback)
 from .learner import Learner, trainable_params  # noqa: F401
 from .lr_find import LRFinder, SuggestedLRs, minimum, steep, suggest, valley  # noqa: F401
 from .metrics import (AccumMetric, AvgMetric, F1Score, Metric, accuracy, error_rate, mae,  # noqa: F401

@@ -17,6 +17,7 @@ Raising Cancel<Stage>Exception in a callback skips the rest of that stage (the
 Inside a callback, ``self.model``, ``self.loss``, ``self.epoch``... read the
 Learner's attributes; write them with ``self.learn.<name> = ...``.
 """
+import math
 import re
 
 import numpy as np
@@ -98,6 +99,44 @@ class TrainEvalCallback(Callback):
         """Count one more training iteration (train_iter += 1) after a training batch."""
         if self.training:
             self.learn.train_iter += 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite (see TerminateOnNaN)."""
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, before its backward pass and step.
+
+    A NaN spreads: one bad step makes every weight NaN, and from then on the epoch table
+    prints ``nan`` while nothing is learned. The Learner adds this callback by default
+    (``learn.terminate_on_nan``); ``learn.remove_cbs(learn.terminate_on_nan)`` turns it off.
+    The error names the stage, epoch and batch, the last finite training loss, and what to try.
+    """
+    order = 70  # after the lr finder (60), which ends its sweep at a non-finite loss instead
+    name = "terminate_on_nan"  # (the rule in Callback.name would make it terminate_on_na_n)
+
+    def before_fit(self):
+        """Forget the last finite loss of an earlier fit."""
+        self.last_finite = None
+
+    def after_loss(self):
+        """Raise NonFiniteLossError if this batch's loss is not a finite number."""
+        loss = self.loss.item()
+        if math.isfinite(loss):
+            if self.training:
+                self.last_finite = (self.epoch, self.iter, loss)
+            return
+        stage = "training" if self.training else "validation"
+        last = ("no finite training loss was seen in this fit" if self.last_finite is None else
+                "the last finite training loss was {2:.6g} (epoch {0}, batch {1})".format(*self.last_finite))
+        lr = f"it is {self.opt.param_groups[-1]['lr']:.3g} now; " if self.opt is not None else ""
+        raise NonFiniteLossError(
+            f"{type(self.learn).__name__}: the {stage} loss is {loss} at epoch {self.epoch}, batch {self.iter} "
+            f"(of {len(self.dl)}); {last}. Training stopped before this batch's backward pass and step."
+            f"\nTry: a lower learning rate ({lr}learn.lr_find() suggests one), inputs and "
+            f"targets without NaN or inf (check the data), a loss that suits the targets. To train on "
+            f"regardless: learn.remove_cbs(learn.terminate_on_nan).")
 
 
 class ParamScheduler(Callback):

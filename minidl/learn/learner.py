@@ -25,7 +25,7 @@ from ..optim.schedule import one_cycle
 from ..tensor import Tensor, is_float
 from .callback import (CancelBackwardException, CancelBatchException, CancelEpochException,
                        CancelFitException, CancelStepException, CancelTrainException,
-                       CancelValidateException, ParamScheduler, TrainEvalCallback)
+                       CancelValidateException, ParamScheduler, TerminateOnNaN, TrainEvalCallback)
 from .lr_find import LRFinder, suggest
 from .recorder import ProgressCallback, Recorder
 
@@ -60,7 +60,8 @@ class Learner:
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         self.cbs = []
-        self.add_cbs([TrainEvalCallback(), Recorder([copy.copy(m) for m in metrics or []]), ProgressCallback()])
+        self.add_cbs([TrainEvalCallback(), Recorder([copy.copy(m) for m in metrics or []]), ProgressCallback(),
+                      TerminateOnNaN()])
         self.add_cbs(cbs or [])
         if dls.device is not None:
             self.model.to(dls.device)
@@ -82,8 +83,8 @@ class Learner:
         return self
 
     def remove_cbs(self, cbs):
-        """Remove callbacks added with add_cbs (and their ``learn.<cb.name>`` attribute)."""
-        for cb in cbs:
+        """Remove callbacks (one or a list) added with add_cbs, and their ``learn.<cb.name>`` attribute."""
+        for cb in cbs if isinstance(cbs, (list, tuple)) else [cbs]:
             self.cbs.remove(cb)
             if getattr(self, cb.name, None) is cb:
                 delattr(self, cb.name)
@@ -173,7 +174,21 @@ class Learner:
         self.n_epoch, self.start_epoch = n_epoch, start_epoch
         self.epoch, self.iter = start_epoch, 0
         with self.added_cbs(cbs):
-            self._with_events(self._do_fit, "fit", CancelFitException)
+            try:
+                self._with_events(self._do_fit, "fit", CancelFitException)
+            except BaseException:   # an error, a NaN, Ctrl-C: leave nothing half-done for the next fit
+                self._clean_up_after_error()
+                raise
+
+    def _clean_up_after_error(self):
+        """What a fit that did not finish leaves behind, put right: after_fit runs (a callback's own error
+        there is dropped, so the first error is the one raised), no gradient of the stopped batch is left
+        to be added into the next fit's first step, and the model is in eval mode."""
+        with contextlib.suppress(Exception):
+            self("after_fit")
+        self.model.zero_grad()
+        self.model.eval()
+        self.training = False
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
                       moms=None, cbs=None, start_epoch=0):

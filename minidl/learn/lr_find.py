@@ -36,6 +36,11 @@ class LRFinder(Callback):
             pct = self.train_iter / self.num_it
             self.opt.set_hyper("lr", self.start_lr * (self.end_lr / self.start_lr) ** pct)
 
+    def after_loss(self):
+        """Stop the sweep at a NaN or infinite loss: it has diverged, and there is nothing to record."""
+        if self.training and not math.isfinite(self.loss.item()):
+            raise CancelFitException()
+
     def after_batch(self):
         """Stop (CancelFitException) after num_it batches, or once the smoothed loss diverges:
         above 4 x its best, or not finite."""

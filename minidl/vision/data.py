@@ -41,6 +41,10 @@ def _sorted_tfms(tfms):
 
 # ---------------------------------------------------------------- the dataset
 
+class UnreadableImageError(ValueError):
+    """A file given for inference is not a readable image (``test_dl`` refuses it: see ImageDataset)."""
+
+
 class ImageDataset:
     """Image files and (optionally) their labels; sample i is ``(pixels, label index)``.
 
@@ -48,9 +52,12 @@ class ImageDataset:
     which set this is). A file that cannot be read as an image gives ``None`` instead of a
     sample: it is recorded in ``bad_files`` (path -> reason) and warned about once, and the
     batch is built without it (ImageBatcher), so a bad file never stops an epoch.
+    With ``skip_bad=False`` (test_dl's default) a bad file is an UnreadableImageError naming
+    it instead: predictions must line up one to one with the files asked about.
+    An item transform that fails raises an error naming the file and the transform.
     """
 
-    def __init__(self, files, labels=None, vocab=None, item_tfms=None, train=False):
+    def __init__(self, files, labels=None, vocab=None, item_tfms=None, train=False, skip_bad=True):
         self.files = [Path(f) for f in files]
         self.vocab = list(vocab) if vocab is not None else None
         self.targets = None
@@ -64,7 +71,7 @@ class ImageDataset:
             if unknown:
                 raise ValueError(f"ImageDataset: labels {unknown[:5]} are not in the vocab {self.vocab[:10]}")
             self.targets = np.array([index[lab] for lab in labels], dtype=np.int64)
-        self.item_tfms, self.train = _sorted_tfms(item_tfms), train
+        self.item_tfms, self.train, self.skip_bad = _sorted_tfms(item_tfms), train, skip_bad
         self.bad_files = {}
         self._lock = threading.Lock()  # workers record bad files side by side
 
@@ -76,10 +83,18 @@ class ImageDataset:
         try:
             image = load_image(path)
         except BAD_IMAGE_ERRORS as error:
+            if not self.skip_bad:
+                raise UnreadableImageError(
+                    f"{path}: not a readable image ({type(error).__name__}: {error}). Predictions must line up "
+                    f"with the files, so it is not skipped: remove it from the list, or pass skip_bad=True and "
+                    f"read which files were left out in dl.dataset.bad_files") from error
             self._skip(path, error)
             return None
         for tfm in self.item_tfms:
-            image = tfm(image, self.train)
+            try:
+                image = tfm(image, self.train)
+            except Exception as error:
+                raise RuntimeError(f"{tfm!r} failed on {path} ({type(error).__name__}: {error})") from error
         pixels = image_to_array(image)
         return (pixels,) if self.targets is None else (pixels, self.targets[i])
 
@@ -320,12 +335,14 @@ class ImageDataLoaders(DataLoaders):
         return cls.from_lists(path, files, [f.parent.name for f in files], seed=seed, vocab=vocab, **kwargs)
 
     # ---------------------------------------------------------------- using them
-    def test_dl(self, files, labels=None, bs=None):
+    def test_dl(self, files, labels=None, bs=None, skip_bad=False):
         """A loader for other images, processed like the validation set (centre crops, no augmentation).
 
-        With ``labels`` (in the vocab) it can be validated on: ``learn.validate(dl=dls.test_dl(...))``."""
+        With ``labels`` (in the vocab) it can be validated on: ``learn.validate(dl=dls.test_dl(...))``.
+        An unreadable file is an error naming it (``get_preds`` gives one row per file, in order);
+        ``skip_bad=True`` leaves such files out instead, and ``dl.dataset.bad_files`` names them."""
         ref = self.valid or self.train
-        ds = ImageDataset(files, labels, self.vocab, ref.dataset.item_tfms, train=False)
+        ds = ImageDataset(files, labels, self.vocab, ref.dataset.item_tfms, train=False, skip_bad=skip_bad)
         if labels is None:
             ds.vocab = self.vocab
         return ImageDataLoader(ds, bs or ref.batch_size, device=ref.device,
