@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data import ArrayDataset, DataLoaders, RandomSplitter
 from ..tabular import Categorify, TabularDataLoaders, TabularPandas
+from ..tabular.core import describe_rows, pop_read_csv_kwargs
 
 # The two MovieLens layouts we read: (ratings file, items file) for each.
 MOVIELENS_LAYOUTS = {
@@ -36,7 +37,9 @@ def read_movielens(folder):
       ``u.item`` (item id|title|...; pipe-separated, latin-1).
 
     The titles are merged in, so items are named by title as in fastai's chapter 8 (two
-    movies that share a title become one item, as in the book).
+    movies that share a title become one item, as in the book). Both layouts number the
+    users, the items and the ratings: text (or a gap) in those columns is refused, naming
+    the file, the column and the rows, rather than read as strings or NaN ratings.
     """
     folder = Path(folder).expanduser()
     layout = _layout(folder)
@@ -44,6 +47,9 @@ def read_movielens(folder):
     if layout == "ml-latest-small":
         ratings = pd.read_csv(ratings_file, usecols=["userId", "movieId", "rating"])
         items = pd.read_csv(items_file, usecols=["movieId", "title"])
+        for column in ("userId", "movieId", "rating"):
+            ratings[column] = _numbers(ratings, column, f"column {column!r}", ratings_file)
+        items["movieId"] = _numbers(items, "movieId", "column 'movieId'", items_file)
         ratings = ratings.rename(columns={"userId": "user", "movieId": "item"})
         items = items.rename(columns={"movieId": "item"})
     else:
@@ -51,6 +57,10 @@ def read_movielens(folder):
                               names=["user", "item", "rating"])
         items = pd.read_csv(items_file, sep="|", header=None, usecols=[0, 1], names=["item", "title"],
                             encoding="latin-1")
+        for column, name in [("user", "column 1 (user id)"), ("item", "column 2 (item id)"),
+                             ("rating", "column 3 (rating)")]:
+            ratings[column] = _numbers(ratings, column, name, ratings_file)
+        items["item"] = _numbers(items, "item", "column 1 (item id)", items_file)
     unknown = ~ratings["item"].isin(items["item"])
     if unknown.any():
         raise ValueError(f"read_movielens: {unknown.sum()} ratings in {ratings_file} are for item ids not in "
@@ -59,6 +69,16 @@ def read_movielens(folder):
     df = ratings.merge(items, on="item", how="left")  # a left merge keeps the ratings' order
     return pd.DataFrame({"user": df["user"].to_numpy(), "title": df["title"].to_numpy(),
                          "rating": df["rating"].to_numpy(np.float32)})
+
+
+def _numbers(table, column, name, file):
+    """``table[column]`` as numbers; text, a gap or inf -> ValueError naming the file, the column and rows."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = pd.Series(~np.isfinite(values.to_numpy(np.float64, na_value=np.nan)), index=table.index)
+    if bad.any():
+        raise ValueError(f"read_movielens: {name} of {file} must hold numbers: {describe_rows(table[column], bad)} "
+                         f"(rows count the data lines from 0); correct or delete those lines")
+    return values
 
 
 def _layout(folder):
@@ -143,7 +163,9 @@ class CollabDataLoaders(DataLoaders):
 
     @classmethod
     def from_csv(cls, csv, **kwargs):
-        return cls.from_df(pd.read_csv(csv), **kwargs)
+        """from_df on a CSV file; keywords of pd.read_csv (``na_values``, ``sep``, ...) go to pandas."""
+        read_kwargs = pop_read_csv_kwargs(kwargs)
+        return cls.from_df(pd.read_csv(csv, **read_kwargs), **kwargs)
 
     @classmethod
     def from_movielens(cls, folder, **kwargs):

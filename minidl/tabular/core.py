@@ -5,12 +5,20 @@ applied to every row (validation, test, a single row to predict), so nothing abo
 validation set leaks into the model:
 
   FillMissing  continuous NaNs -> the training median, plus a `<col>_na` True/False column
+               for the columns that had NaNs in training
   Categorify   category -> integer code; 0 is `#na#`, which also takes unseen levels
   Normalize    continuous -> (x - training mean) / training std
 
 TabularPandas holds the processed table; TabularDataLoaders.from_df / from_csv build
 it and its DataLoaders in one call, as in fastai.
+
+Rows are checked before the procs see them, in training and at predict / test_dl time
+alike: a continuous column must hold numbers (NaN is allowed: FillMissing fills it) and
+no inf; a regression target must be a finite number, a class target must be present.
+Otherwise one bad cell ends in nan losses or nan probabilities that nobody notices.
 """
+import inspect
+
 import numpy as np
 import pandas as pd
 
@@ -34,18 +42,28 @@ class TabularProc:
 
 
 class FillMissing(TabularProc):
-    """Fill missing continuous values with the training median and flag them in `<col>_na`."""
+    """Fill missing continuous values with the training median; flag them in `<col>_na`.
+
+    Every continuous column gets a fill value (``fill``), because a value can be missing in
+    a row to predict even where the training column was complete; left as NaN it would
+    make the model's answer nan. The `<col>_na` indicator columns, which are inputs of the
+    model, exist only for the columns that had NaNs in training (``na_cols``), as in fastai.
+    """
     order = 0
 
     def setup(self, to, train):
-        missing = [c for c in to.cont_names if train[c].isna().any()]
-        self.fill = {c: float(train[c].median()) for c in missing}
-        self.na_cols = [f"{c}_na" for c in missing]
+        self.fill = {c: float(train[c].median()) for c in to.cont_names}
+        empty = [c for c, value in self.fill.items() if np.isnan(value)]
+        if empty:
+            raise ValueError(f"FillMissing: the continuous columns {empty} have no value in the training rows, "
+                             f"so there is no median to fill them with; leave them out of cont_names")
+        self.na_cols = [f"{c}_na" for c in to.cont_names if train[c].isna().any()]
         to.cat_names = to.cat_names + [c for c in self.na_cols if c not in to.cat_names]
 
     def encode(self, to, df):
         for c, value in self.fill.items():
-            df[f"{c}_na"] = df[c].isna()
+            if f"{c}_na" in self.na_cols:
+                df[f"{c}_na"] = df[c].isna()
             df[c] = df[c].fillna(value)
 
 
@@ -96,13 +114,57 @@ def _proc(p):
     return p() if isinstance(p, type) else p
 
 
+def describe_rows(values, mask, n=3):
+    """The first ``n`` rows where ``mask`` holds, as "row <index label>: <value>", and how many in all."""
+    bad = values[mask]
+    plain = [(i, v.item() if isinstance(v, np.generic) else v) for i, v in bad.iloc[:n].items()]
+    text = ", ".join(f"row {i!r}: {v!r}" for i, v in plain)
+    return text if len(bad) <= n else f"{text} ({len(bad)} rows in all)"
+
+
+def continuous_as_numbers(df, names, op, training=False):
+    """A copy of ``df`` with the continuous columns ``names`` as numbers; text or inf -> ValueError.
+
+    Missing values (NaN, None) pass: FillMissing fills them. Text would otherwise stop
+    pandas with a message naming no column (training) or turn silently into NaN
+    (predict); inf passes every proc and turns Normalize's statistics or the model's
+    outputs into inf and nan. The error names ``op``, the column, the rows and the fix.
+    """
+    df = df.copy()
+    for c in [c for c in names if c in df.columns]:
+        raw = df[c]
+        values = pd.to_numeric(raw, errors="coerce")
+        text = values.isna() & raw.notna()
+        if text.any():
+            words = sorted({str(v) for v in raw[text]})[:3]
+            fix = (f"read them as missing values with from_csv(..., na_values={words}) (pd.read_csv's na_values) "
+                   f"for FillMissing to fill, correct them, or move {c!r} to cat_names if it is a category"
+                   if training else "pass a number, or NaN/None for a missing value (FillMissing fills it)")
+            raise ValueError(f"{op}: continuous column {c!r} holds values that are not numbers: "
+                             f"{describe_rows(raw, text)}; {fix}")
+        inf = pd.Series(np.isinf(values.to_numpy(np.float64, na_value=np.nan)), index=df.index)
+        if inf.any():
+            raise ValueError(f"{op}: continuous column {c!r} holds infinite values: {describe_rows(values, inf)}; "
+                             f"replace them with finite numbers, or with NaN for FillMissing to fill "
+                             f"(df[{c!r}].replace([np.inf, -np.inf], np.nan))")
+        df[c] = values
+    return df
+
+
+def pop_read_csv_kwargs(kwargs):
+    """Take the keywords that pd.read_csv knows (na_values, sep, dtype, ...) out of ``kwargs``, for from_csv."""
+    names = inspect.signature(pd.read_csv).parameters
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+
+
 class TabularPandas:
     """A processed table: integer category codes, normalised continuous columns, encoded targets.
 
     ``splits`` = (train_indices, valid_indices) (positions, not labels); the procs are
     fitted on the training rows. The target is a classification (its vocabulary in
     ``classes``) when it holds strings, categories or booleans, else a regression,
-    unless ``y_block`` says "category" or "regression".
+    unless ``y_block`` says "category" or "regression". Every row is checked first
+    (``check``): bad values are refused with the column and the row, not trained on.
     """
 
     def __init__(self, df, procs=(), cat_names=(), cont_names=(), y_names=(), splits=None, y_block=None):
@@ -121,6 +183,8 @@ class TabularPandas:
         if y_block not in ("category", "regression"):
             raise ValueError(f"TabularPandas: y_block must be 'category' or 'regression', not {y_block!r}")
         self.y_block = y_block
+        df = self.check(df, "TabularPandas", training=True)
+        train = df.iloc[self.splits[0]]
         for p in self.procs:
             p.setup(self, train)
             train = self._apply(train, [p])
@@ -128,7 +192,7 @@ class TabularPandas:
             self.vocab = sorted(df.iloc[self.splits[0]][self.y_names[0]].dropna().unique().tolist(), key=_sort_key)
         else:
             self.vocab = None
-        self.items = self.process(df)
+        self.items = self._encode(df, "TabularPandas")
 
     def _apply(self, df, procs):
         df = df.copy()
@@ -136,15 +200,44 @@ class TabularPandas:
             p.encode(self, df)
         return df
 
-    def process(self, df):
-        """Apply the fitted procs (and target encoding) to new rows: validation, test, one row."""
+    def check(self, df, op, training=False):
+        """A copy of ``df`` with continuous columns and regression targets as numbers, or a ValueError
+        naming ``op``, the column and the rows: text or inf in a continuous column, a NaN or inf
+        regression target, a missing class target. (A nan target makes every loss nan; a row
+        with no class has nothing to learn from.)"""
+        df = continuous_as_numbers(df, self.cont_names, op, training)
+        for c in [c for c in self.y_names if c in df.columns]:
+            if self.y_block == "regression":
+                y = pd.to_numeric(df[c], errors="coerce")
+                bad = pd.Series(~np.isfinite(y.to_numpy(np.float64, na_value=np.nan)), index=df.index)
+                if bad.any():
+                    raise ValueError(f"{op}: target column {c!r} must hold finite numbers (a regression): "
+                                     f"{describe_rows(df[c], bad)}; drop those rows (df[np.isfinite(df[{c!r}])]) "
+                                     f"or correct them, as one NaN or inf target makes the loss nan")
+                df[c] = y
+            elif df[c].isna().any():
+                raise ValueError(f"{op}: target column {c!r} is missing at {describe_rows(df[c], df[c].isna())}; each "
+                                 f"row needs a class: drop those rows (df.dropna(subset=[{c!r}])) or fill them")
+        return df
+
+    def process(self, df, op="TabularPandas.process"):
+        """Check new rows (validation, test, one row) and apply the fitted procs and target encoding;
+        ``op`` (predict, test_dl) names the caller in errors."""
+        return self._encode(self.check(df, op), op)
+
+    def _encode(self, df, op):
         df = self._apply(df, self.procs)
+        nan = df[self.cont_names].isna()
+        if nan.any().any():
+            c = nan.any().idxmax()
+            raise ValueError(f"{op}: continuous column {c!r} is missing (NaN) at {describe_rows(df[c], nan[c])} and no "
+                             f"proc fills it: add FillMissing to procs, or drop those rows")
         if self.vocab is not None and all(c in df.columns for c in self.y_names):
             codes = {v: i for i, v in enumerate(self.vocab)}
             y = df[self.y_names[0]].map(codes)
             if y.isna().any():
-                unknown = sorted(set(df[self.y_names[0]][y.isna()].astype(str)))[:5]
-                raise ValueError(f"TabularPandas: target values {unknown} were not in the training targets {self.vocab}")
+                raise ValueError(f"{op}: target column {self.y_names[0]!r} holds classes that are not among the "
+                                 f"training targets {self.vocab}: {describe_rows(df[self.y_names[0]], y.isna())}")
             df[self.y_names[0]] = y.astype(np.int64)
         return df
 
@@ -217,13 +310,15 @@ class TabularDataLoaders(DataLoaders):
 
     @classmethod
     def from_csv(cls, csv, skipinitialspace=True, **kwargs):
-        """from_df on a CSV file (whitespace after the commas dropped, as in fastai's adult.csv)."""
-        return cls.from_df(pd.read_csv(csv, skipinitialspace=skipinitialspace), **kwargs)
+        """from_df on a CSV file (whitespace after the commas dropped, as in fastai's adult.csv).
+        Keywords of pd.read_csv (``na_values=['?']``, ``sep``, ...) go to pandas, the others to from_df."""
+        read_kwargs = pop_read_csv_kwargs(kwargs)
+        return cls.from_df(pd.read_csv(csv, skipinitialspace=skipinitialspace, **read_kwargs), **kwargs)
 
     def test_dl(self, df, bs=None):
-        """A DataLoader over new rows (a test set), processed with the procs fitted on training."""
+        """A DataLoader over new rows (a test set), checked and processed with the procs fitted on training."""
         to = self.to_pandas
-        return DataLoader(ArrayDataset(*to.arrays(to.process(df))), batch_size=bs or self.train.batch_size,
+        return DataLoader(ArrayDataset(*to.arrays(to.process(df, "test_dl"))), batch_size=bs or self.train.batch_size,
                           device=self.device)
 
     def show_results(self, ds_idx, idx, batch, decoded, **kwargs):

@@ -102,15 +102,19 @@ class TabularModel(nn.Module):
 
 class TabularLearner(Learner):
     def predict(self, row):
-        """Predict one row (a pandas Series or dict of raw values): (decoded class or value, index, probabilities)."""
+        """Predict one row (a pandas Series or dict of raw values): (decoded class or value, index, probabilities).
+
+        The row goes through the training procs: a missing continuous value gets the training
+        median; text or inf where a number belongs is refused, naming the column and the row
+        (a Series' name, the index label it had in its DataFrame).
+        """
         to = self.dls.to_pandas
-        df = pd.DataFrame([dict(row)]).drop(columns=to.y_names, errors="ignore")
+        label = row.name if isinstance(row, pd.Series) and row.name is not None else 0
+        df = pd.DataFrame([dict(row)], index=[label]).drop(columns=to.y_names, errors="ignore")
         for c in to.cat_names + to.cont_names:
             if c not in df.columns and not c.endswith("_na"):
                 raise KeyError(f"predict: the row has no column {c!r}; it needs {to.cat_names + to.cont_names}")
-        for c in to.cont_names:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        cats, conts = to.arrays(to.process(df))
+        cats, conts = to.arrays(to.process(df, "predict"))
         self.model.eval()
         with no_grad():
             out = self.model(tensor(cats, device=self.dls.device), tensor(conts, device=self.dls.device))
