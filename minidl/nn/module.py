@@ -16,6 +16,24 @@ from ..tensor import Tensor
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+def _host_array(value):
+    """A state dict value (numpy array, Tensor on any device, number, nested list) as a numpy array."""
+    return value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+
+
+def _cast(host, dtype):
+    """``host`` as ``dtype``, or ValueError/TypeError/FloatingPointError if that would change what it says."""
+    if host.dtype.kind in "USVMm":
+        raise TypeError(f"holds {host.dtype} values, not numbers; a {dtype} tensor cannot take them")
+    if host.dtype.kind == "c" and dtype.kind != "c":
+        raise TypeError(f"holds complex values; a {dtype} tensor would drop their imaginary parts")
+    with np.errstate(invalid="raise", over="raise"):  # NaN or inf into an integer, 1e39 into float32
+        cast = host.astype(dtype, copy=False)         # an object array may fail here too (None, dicts)
+    if dtype.kind in "biu" and not np.array_equal(cast, host):
+        raise ValueError(f"holds values a {dtype} tensor cannot hold exactly (fractions, or out of range)")
+    return cast
+
+
 class Parameter(Tensor):
     """A tensor that is a model's weight: it requires grad, and modules register it."""
 
@@ -193,35 +211,52 @@ class Module:
         return entries
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values into the model's parameters and buffers by name.
+        """Copy values into the model's parameters and buffers by name, all or nothing.
 
-        Shapes must match. With strict=True (the default) the names must match too;
-        an error lists every missing key, unexpected key and shape mismatch at once,
-        and nothing is changed. With strict=False, matching names are loaded and the
-        missing and unexpected keys are returned.
+        Shapes must match, and each value must convert to its tensor's dtype without
+        losing what it says (no text, no complex into real, no NaN or 2.5 into an integer
+        buffer, no overflow to inf). With strict=True (the default) the names must match
+        too. Every value is converted and checked before the first one is copied in, so
+        an error lists every missing key, unexpected key, shape mismatch and unusable
+        value at once, and nothing is changed. With strict=False, matching names are
+        loaded and the missing and unexpected keys are returned.
         """
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))}, model {own[k].shape}"
-                      for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
-        if mismatched or (strict and (missing or unexpected)):
+        mismatched, unusable, values = [], [], {}
+        for k, t in own.items():
+            if k not in state_dict:
+                continue
+            try:
+                host = _host_array(state_dict[k])
+            except Exception as e:  # e.g. a tensor on a device that is gone: say which key, change nothing
+                unusable.append(f"{k}: cannot be read ({type(e).__name__}: {e})")
+                continue
+            if host.shape != t.shape:
+                mismatched.append(f"{k}: checkpoint {host.shape}, model {t.shape}")
+                continue
+            try:
+                values[k] = _cast(host, t.dtype)
+            except (TypeError, ValueError, ArithmeticError) as e:
+                unusable.append(f"{k}: {e}")
+        if mismatched or unusable or (strict and (missing or unexpected)):
             lines = [f"load_state_dict: the checkpoint does not fit {type(self).__name__}:"]
-            for title, keys in (("missing keys (in the model, not the checkpoint)", missing),
-                                ("unexpected keys (in the checkpoint, not the model)", unexpected),
-                                ("shape mismatches", mismatched)):
-                if keys and (strict or title == "shape mismatches"):
+            for title, keys in (("missing keys (in the model, not the checkpoint)", missing if strict else []),
+                                ("unexpected keys (in the checkpoint, not the model)", unexpected if strict else []),
+                                ("shape mismatches", mismatched),
+                                ("values that cannot be loaded (fix them, or drop them: strict=False)", unusable)):
+                if keys:
                     lines.append(f"  {title}: " + ", ".join(keys))
             if strict and (missing or unexpected):
                 lines.append("  (load_state_dict(..., strict=False) loads the keys that match)")
+            lines.append("  Nothing was loaded: the model is unchanged.")
             raise RuntimeError("\n".join(lines))
-        with no_grad():
-            for k, t in own.items():
-                if k in state_dict:
-                    value = state_dict[k]
-                    host = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-                    t.data[...] = t.backend.asarray(host.astype(t.dtype, copy=False))
-                    t._version_counter.value += 1
+        with no_grad():  # every value converted and checked: now copy them in
+            for k, host in values.items():
+                t = own[k]
+                t.data[...] = t.backend.asarray(host)
+                t._version_counter.value += 1
         return IncompatibleKeys(missing, unexpected)
 
     # ---------------------------------------------------------------- calling and printing
