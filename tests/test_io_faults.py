@@ -248,3 +248,17 @@ def test_every_problem_is_reported_at_once():
     message = str(err.value)
     assert "shape mismatches: 0.bias: checkpoint (5,), model (4,)" in message
     assert "3.bias: holds <U1 values" in message and "1.num_batches_tracked: holds values a int64" in message
+
+
+def test_learner_load_of_a_checkpoint_that_is_not_a_learners_names_what_it_lacks(tmp_path):
+    """A variant of the tampered tree: a valid checkpoint, written by save_checkpoint, not by learn.save."""
+    import minidl.nn as nn
+    from minidl.data import ArrayDataset, DataLoaders
+    from minidl.learn import Learner
+    x = np.zeros((8, 3), np.float32)
+    learn = Learner(DataLoaders.from_dsets(ArrayDataset(x, np.zeros(8, np.int64)), bs=4), nn.Linear(3, 2),
+                    path=tmp_path)
+    for tree in ([1, 2], {"weights": {}}, {"model": [1], "opt": None, "epochs_done": 0, "rng": {}}):
+        save_checkpoint(tmp_path / "models" / "other.ckpt", tree)
+        with pytest.raises(CheckpointError, match="other.ckpt is a minidl checkpoint but not a Learner's"):
+            learn.load("other")

@@ -18,7 +18,7 @@ import numpy as np
 from .. import random
 from ..autograd import no_grad
 from ..data import collate
-from ..io import load_checkpoint, save_checkpoint
+from ..io import CheckpointError, load_checkpoint, save_checkpoint
 from ..nn import BatchNorm1d, BatchNorm2d, CrossEntropyLossFlat, MSELossFlat
 from ..optim import fastai_adam, lr_for_groups
 from ..optim.schedule import one_cycle
@@ -391,7 +391,13 @@ class Learner:
 
         resume=True also restores epochs_done and the random state, so training continues
         exactly; resume=False loads only the weights (and optimizer), e.g. the best model so far."""
-        tree = load_checkpoint(self._checkpoint_path(name) if not str(name).endswith(".ckpt") else name)
+        path = self._checkpoint_path(name) if not str(name).endswith(".ckpt") else name
+        tree = load_checkpoint(path)
+        needed = ["model", "opt", "epochs_done", "rng"] if resume else ["model"]
+        lacking = [k for k in needed if not isinstance(tree, dict) or k not in tree]
+        if lacking or not isinstance(tree["model"], dict):
+            raise CheckpointError(f"Learner.load: {path} is a minidl checkpoint but not a Learner's (learn.save): "
+                                  f"it lacks {lacking or ['a model state dict']}; load_checkpoint(path) reads it")
         self.model.load_state_dict(tree["model"], strict=strict)
         if with_opt and tree.get("opt") is not None:
             if self.opt is None:
