@@ -1,7 +1,8 @@
 """Small copies of the data sets the book's chapter-1 cells open, in fastai's folders.
 
 ``make_book_data(root)`` lays out what ``untar_data`` looks for under ``$MINIDL_DATA``:
-``oxford-iiit-pet/images/*.jpg``, ``adult_sample/adult.csv`` and ``movie_lens_sample/ratings.csv``,
+``oxford-iiit-pet/images/*.jpg``, ``camvid_tiny/{images,labels,codes.txt}``, ``adult_sample/adult.csv`` and
+``movie_lens_sample/ratings.csv``,
 made from ``../shared/data`` when it is there (real photos, census rows and ratings) and made up
 otherwise (a user's fresh clone), so the chapter's code runs in seconds either way.
 """
@@ -21,6 +22,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def make_book_data(root, shared=SHARED_DATA, n_photos=64):
     root = Path(root)
     _pets(root / "oxford-iiit-pet" / "images", shared, n_photos)
+    _camvid_tiny(root / "camvid_tiny", shared)
     _adult(root / "adult_sample", shared)
     _ratings(root / "movie_lens_sample", shared)
     return root
@@ -48,6 +50,33 @@ def _pets(folder, shared, n):
             pixels = rng.normal(128, 20, (96, 96, 3))
             pixels[disc] = colour
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{name}.jpg")
+
+
+def _camvid_tiny(folder, shared, n=16, size=(64, 48)):
+    """fastai's camvid_tiny layout, small: images/X.png, labels/X_P.png (32 class ids), codes.txt; the shared
+    scenes shrunk to ``size`` (masks by nearest), else made-up scenes (a sky, a road, a car)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(exist_ok=True)
+    source = shared / "camvid_tiny"
+    if source.is_dir():
+        shutil.copy(source / "codes.txt", folder / "codes.txt")
+        for image in sorted((source / "images").glob("*.png"))[:n]:
+            Image.open(image).resize(size, Image.BILINEAR).save(folder / "images" / image.name)
+            label = source / "labels" / f"{image.stem}_P.png"
+            Image.open(label).resize(size, Image.NEAREST).save(folder / "labels" / label.name)
+        return
+    (folder / "codes.txt").write_text("".join(f"class{k}\n" for k in range(32)))
+    rng = np.random.default_rng(1)
+    w, h = size
+    colours = rng.uniform(0, 255, (32, 3))
+    for k in range(n):
+        ids = np.full((h, w), 21, np.uint8)                      # sky
+        ids[h // 2:] = 17                                        # road
+        top, left = rng.integers(h // 3, h // 2), rng.integers(0, w - 16)
+        ids[top:top + 10, left:left + 16] = 5                    # a car
+        pixels = colours[ids] + rng.normal(0, 10, (h, w, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / "images" / f"scene{k}.png")
+        Image.fromarray(ids).save(folder / "labels" / f"scene{k}_P.png")
 
 
 def _adult(folder, shared, n=6000):

@@ -14,6 +14,7 @@ from PIL import Image
 import minidl
 
 from book_data import SHARED_DATA, make_book_data
+from minidl.vision import get_image_files
 
 jupytext = pytest.importorskip("jupytext", reason="jupytext is in the dev extra: pip install -e .[dev]")
 
@@ -36,6 +37,16 @@ learn.fine_tune(1)""",
 is_cat,_,probs = learn.predict(img)
 print(f"Is this a cat?: {is_cat}.")
 print(f"Probability it's a cat: {probs[1].item():.6f}")""",
+    "segmentation": """path = untar_data(URLs.CAMVID_TINY)
+dls = SegmentationDataLoaders.from_label_func(
+    path, bs=8, fnames = get_image_files(path/"images"),
+    label_func = lambda o: path/'labels'/f'{o.stem}_P{o.suffix}',
+    codes = np.loadtxt(path/'codes.txt', dtype=str)
+)
+
+learn = unet_learner(dls, resnet34)
+learn.fine_tune(8)""",
+    "segmentation_results": "learn.show_results(max_n=6, figsize=(7,8))",
     "tabular": """from fastai.tabular.all import *
 path = untar_data(URLs.ADULT_SAMPLE)
 
@@ -75,11 +86,13 @@ def test_the_notebook_is_the_books_cells_in_order_with_only_the_import_changed()
     text = NOTEBOOK.read_text()
     assert "**minidl:** `efficientnet_lite0` where the book has `resnet34`" in text
     assert "**minidl:** a photo of the data set" in text
+    assert "Segmentation: a class for every pixel of a street scene. **minidl:** `efficientnet_lite0`" in text
 
 
 @pytest.mark.parametrize("module, names", [
     ("minidl.vision.all", ["untar_data", "URLs", "ImageDataLoaders", "get_image_files", "Resize", "vision_learner",
-                           "resnet34", "efficientnet_lite0", "error_rate", "PILImage", "SimpleNamespace", "np", "Path"]),
+                           "resnet34", "efficientnet_lite0", "error_rate", "PILImage", "SimpleNamespace", "np", "Path",
+                           "SegmentationDataLoaders", "unet_learner"]),
     ("minidl.tabular.all", ["untar_data", "URLs", "TabularDataLoaders", "Categorify", "FillMissing", "Normalize",
                             "tabular_learner", "accuracy", "np", "pd", "Path"]),
     ("minidl.collab", ["untar_data", "URLs", "CollabDataLoaders", "collab_learner", "np", "Path"]),
@@ -162,6 +175,21 @@ def test_collab_cell_fine_tunes_the_whole_model_and_shows_ratings(book_data, mon
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["userId", "movieId", "rating", "rating_pred"] and len(table) == 10
     assert all(0.5 <= float(row.split()[-1]) <= 5.5 for row in table[1:])   # y_range holds
+
+
+def test_segmentation_cell_fine_tunes_a_unet_and_shows_results(book_data, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    minidl.set_seed(0)
+    namespace = {}
+    exec("from minidl.vision.all import *", namespace)    # the pets cell's import
+    ns = run_cells(["segmentation", "segmentation_results"], namespace, monkeypatch, book_data)
+    learn = ns["learn"]
+    epochs = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert len(epochs) == 1 + 8                            # fine_tune(8): one frozen epoch, eight unfrozen
+    assert float(epochs[-1][1]) < float(epochs[0][1])      # the training loss fell (9 steps on 13 scenes)
+    assert learn.dls.c == 32 and (tmp_path / "results.png").exists()
+    mask, _, probs = learn.predict(get_image_files(book_data / "camvid_tiny" / "images")[0])
+    assert probs.shape[0] == 32 and mask.shape == probs.shape[1:]
 
 
 def test_pets_cells_predict_and_show_results(book_data, monkeypatch, tmp_path):

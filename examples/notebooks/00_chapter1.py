@@ -22,8 +22,8 @@
 # **Data.** `untar_data(URLs.X)` returns the folder fastai names (`oxford-iiit-pet`,
 # `adult_sample`, `movie_lens_sample`, ...), looked for in `$MINIDL_DATA/<name>`, then
 # `~/.minidl/data/<name>`, else downloaded from fastai's archive (checked against its md5).
-# When the tests run this notebook, `$MINIDL_DATA` holds small copies (64 photos, 6,000 census
-# rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s examples
+# When the tests run this notebook, `$MINIDL_DATA` holds small copies (64 photos, 16 street scenes,
+# 6,000 census rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s examples
 # reproduce those (README, "Reproduced results").
 
 # %% [markdown]
@@ -59,8 +59,28 @@ print(f"Probability it's a cat: {probs[1].item():.6f}")
 
 # %% [markdown]
 # ## Deep learning is not just for image classification
-# The book's next two models, segmentation (a U-Net on CamVid) and text sentiment (an AWD-LSTM on
-# IMDb), join this notebook when minidl builds them (its open issues [4/7] and [5/7]).
+# Segmentation: a class for every pixel of a street scene. **minidl:** `efficientnet_lite0` where
+# the book has `resnet34`, as above.
+
+# %%
+path = untar_data(URLs.CAMVID_TINY)
+dls = SegmentationDataLoaders.from_label_func(
+    path, bs=8, fnames = get_image_files(path/"images"),
+    label_func = lambda o: path/'labels'/f'{o.stem}_P{o.suffix}',
+    codes = np.loadtxt(path/'codes.txt', dtype=str)
+)
+
+learn = unet_learner(dls, efficientnet_lite0)
+learn.fine_tune(8)
+
+# %%
+learn.show_results(max_n=6, figsize=(7,8))
+
+# %% [markdown]
+# ![results](results.png)
+#
+# The book's text model (an AWD-LSTM on IMDb reviews) joins this notebook when minidl builds it
+# (its open issue [5/7]).
 #
 # Tabular data: will this person earn more than $50,000 a year?
 

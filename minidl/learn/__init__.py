@@ -5,6 +5,6 @@ from .callback import (Callback, CancelBackwardException, CancelBatchException, 
                        TerminateOnNaN, TrackerCallback, TrainEvalCallback)
 from .learner import Learner, trainable_params  # noqa: F401
 from .lr_find import LRFinder, SuggestedLRs, minimum, steep, suggest, valley  # noqa: F401
-from .metrics import (AccumMetric, AvgMetric, F1Score, Metric, accuracy, error_rate, mae,  # noqa: F401
-                      rmse)
+from .metrics import (AccumMetric, AvgMetric, DiceMulti, F1Score, JaccardCoeffMulti, Metric,  # noqa: F401
+                      PixelAccuracy, accuracy, error_rate, foreground_acc, mae, rmse)
 from .recorder import ProgressCallback, Recorder  # noqa: F401

@@ -125,3 +125,92 @@ class F1Score(AccumMetric):
         tp = np.sum(predicted & actual)
         fp, fn = np.sum(predicted & ~actual), np.sum(~predicted & actual)
         return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+# ---------------------------------------------------------------- segmentation: a class per pixel
+
+@no_grad()
+def foreground_acc(preds, targets, bkg_idx=0, axis=1):
+    """Accuracy over the pixels whose target is not ``bkg_idx`` (fastai's foreground_acc; preds (N, C, H, W))."""
+    decided, targets = preds.argmax(dim=axis).numpy(), targets.numpy()
+    keep = targets != bkg_idx
+    return float((decided[keep] == targets[keep]).mean()) if keep.any() else 0.0
+
+
+class _PixelCounts(Metric):
+    """Counts over every pixel of the validation set (not per-batch means), optionally leaving out
+    the pixels whose target is ``ignore_index`` (a void class). Predictions: scores (N, C, H, W)."""
+
+    def __init__(self, ignore_index=None, axis=1):
+        self.ignore_index, self.axis = ignore_index, axis
+
+    def _pairs(self, preds, targets):
+        decided, targets = preds.argmax(dim=self.axis).numpy().ravel(), targets.numpy().ravel()
+        if self.ignore_index is not None:
+            keep = targets != self.ignore_index
+            decided, targets = decided[keep], targets[keep]
+        return decided, targets, preds.shape[self.axis]
+
+
+class PixelAccuracy(_PixelCounts):
+    """Global pixel accuracy: right pixels / all pixels of the set, void left out (CamVid's "global accuracy")."""
+    name = "pixel_accuracy"
+
+    def reset(self):
+        """right = seen = 0."""
+        self.right, self.seen = 0, 0
+
+    def accumulate(self, preds, targets):
+        """Count this batch's pixels and how many the arg-max got right."""
+        decided, targets, _ = self._pairs(preds, targets)
+        self.right += int(np.sum(decided == targets))
+        self.seen += len(targets)
+
+    @property
+    def value(self):
+        return self.right / self.seen if self.seen else None
+
+
+class JaccardCoeffMulti(_PixelCounts):
+    """Mean intersection over union across classes (mIoU; fastai's JaccardCoeffMulti), over the whole set.
+
+    For class c: IoU_c = |pred = c and target = c| / |pred = c or target = c|, the counts summed
+    over every pixel; the mean is over the classes that occur (in targets or predictions).
+    ``per_class``: each class's IoU (nan for a class never seen)."""
+    name = "jaccard_coeff_multi"
+
+    def reset(self):
+        """Zero the per-class intersection and union counts."""
+        self.inter, self.union = None, None
+
+    def accumulate(self, preds, targets):
+        """Add this batch's per-class intersections and unions."""
+        decided, targets, n = self._pairs(preds, targets)
+        if self.inter is None:
+            self.inter, self.union = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        inter = np.bincount(targets[decided == targets], minlength=n)[:n]
+        self.inter += inter
+        self.union += np.bincount(decided, minlength=n)[:n] + np.bincount(targets, minlength=n)[:n] - inter
+        if self.ignore_index is not None and 0 <= self.ignore_index < n:  # void is not a class to score
+            self.inter[self.ignore_index] = self.union[self.ignore_index] = 0
+
+    @property
+    def per_class(self):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.union > 0, self.inter / np.maximum(self.union, 1), np.nan)
+
+    @property
+    def value(self):
+        return None if self.inter is None or not (self.union > 0).any() else float(np.nanmean(self.per_class))
+
+
+class DiceMulti(JaccardCoeffMulti):
+    """Mean Dice coefficient across classes (fastai's DiceMulti): 2 |pred = c and target = c| / (|pred = c| +
+    |target = c|) per class from counts over the whole set, averaged over the classes that occur."""
+    name = "dice_multi"
+
+    @property
+    def per_class(self):
+        total = self.union + self.inter            # |pred = c| + |target = c|
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, 2 * self.inter / np.maximum(total, 1), np.nan)

@@ -175,7 +175,7 @@ class ProgressCallback(Callback):
     def before_epoch(self):
         """Print the table header (epoch, train_loss, valid_loss, metrics, time) once per fit."""
         if self.show and not self.header_printed:
-            print("".join(f"{name:<12}" for name in self.recorder.metric_names).rstrip(), file=self._stream)
+            print(self._row(self.recorder.metric_names), file=self._stream)
             self.header_printed = True
 
     def after_batch(self):
@@ -193,7 +193,12 @@ class ProgressCallback(Callback):
         if not self.show:
             return
         row = [str(self.epoch)] + [_fmt(v) for v in self.recorder.values[-1]] + [_clock(self.recorder.epoch_time)]
-        print("".join(f"{cell:<12}" for cell in row).rstrip(), file=self._stream, flush=True)
+        print(self._row(row), file=self._stream, flush=True)
+
+    def _row(self, cells):
+        """Cells left-aligned in columns 12 wide, or as wide as the column's name and two spaces."""
+        widths = [max(12, len(name) + 2) for name in self.recorder.metric_names]
+        return "".join(f"{cell:<{w}}" for cell, w in zip(cells, widths)).rstrip()
 
 
 def _fmt(v):

@@ -8,4 +8,4 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveConcatPool2d, AdaptiveMaxPool2d,
                      LeakyReLU, Linear, MaxPool2d, ModuleList, ReLU, ReLU6, Sequential, Sigmoid, Tanh)
 from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,  # noqa: F401
                      CrossEntropyLossFlat, L1Loss, L1LossFlat, MSELoss, MSELossFlat)
-from .module import Module, Parameter  # noqa: F401
+from .module import Hook, Module, Parameter, RemovableHandle, hook_outputs  # noqa: F401

@@ -5,19 +5,30 @@ and an (N, C) classifier use the same loss), and know how to turn raw outputs in
 probabilities (``activation``) and decisions (``decodes``), which Learner.predict and
 get_preds use.
 """
+import numpy as np
+
 from . import functional as F
 from .module import Module
 
 
 class CrossEntropyLoss(Module):
-    def __init__(self, reduction="mean", label_smoothing=0.0):
+    def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None):
         super().__init__()
-        self.reduction, self.label_smoothing = reduction, label_smoothing
+        self.reduction, self.label_smoothing, self.ignore_index = reduction, label_smoothing, ignore_index
 
     def forward(self, input, target):
         """mean_i of -log softmax(input_i)[target_i], input (N, C) raw scores, target (N,) class ids
         (with label smoothing e: (1 - e) * that + e * mean_j of -log softmax(input_i)_j).
-        """
+
+        Rows whose target is ``ignore_index`` (a "void" class: pixels nobody labelled) count for
+        nothing: the mean is over the others, as PyTorch's. A batch with nothing but such rows
+        has loss 0 (PyTorch's gives nan)."""
+        if self.ignore_index is not None:
+            kept = np.flatnonzero(target.numpy() != self.ignore_index)
+            if len(kept) == 0:
+                return (input * 0).sum()
+            if len(kept) < target.shape[0]:
+                input, target = input[kept], target[kept]
         return F.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
@@ -44,7 +55,9 @@ class BCEWithLogitsLoss(MSELoss):
 
 
 class CrossEntropyLossFlat(CrossEntropyLoss):
-    """Cross-entropy over the last axis (the classes), everything else flattened into the batch."""
+    """Cross-entropy over the last axis (the classes), everything else flattened into the batch.
+
+    ``axis=1`` for per-pixel scores (N, C, H, W) against masks (N, H, W): every pixel is a row."""
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)

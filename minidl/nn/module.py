@@ -48,6 +48,44 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class RemovableHandle:
+    """What register_forward_hook returns: ``remove()`` takes the hook off; a ``with`` block removes it at the end."""
+    _next_key = 0
+
+    def __init__(self, hooks):
+        self.hooks, self.key = hooks, RemovableHandle._next_key
+        RemovableHandle._next_key += 1
+
+    def remove(self):
+        self.hooks.pop(self.key, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class Hook:
+    """Keeps the last output of a module: ``hook.stored`` (fastai's Hook). ``remove()`` to stop."""
+
+    def __init__(self, module, detach=False):
+        self.stored, self.detach = None, detach
+        self.handle = module.register_forward_hook(self._store)
+
+    def _store(self, module, inputs, output):
+        self.stored = output.detach() if self.detach else output
+
+    def remove(self):
+        self.handle.remove()
+        self.stored = None
+
+
+def hook_outputs(modules, detach=False):
+    """A Hook on each of ``modules``: their outputs are kept as each forward runs (fastai's hook_outputs)."""
+    return [Hook(m, detach=detach) for m in modules]
+
+
 class Module:
     """Base class of every layer and model: subclasses set attributes in __init__ and define forward."""
 
@@ -55,6 +93,7 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", {})
         object.__setattr__(self, "training", True)
 
     # ---------------------------------------------------------------- registration
@@ -265,7 +304,23 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs)
+        if self._forward_hooks:  # most modules have none: one dict test per call
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward of this module; a value it returns
+        replaces the output. Returns a handle: ``handle.remove()`` (or ``with`` it) takes the hook off.
+
+        How a model reads what a layer inside another model computed, without changing that model:
+        a U-Net keeps its pretrained body's activations this way (see ``hook_outputs``)."""
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.key] = hook
+        return handle
 
     def extra_repr(self):
         """The module's settings shown in its repr, e.g. "in_features=3, out_features=2"."""

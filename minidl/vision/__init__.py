@@ -8,7 +8,8 @@ from .transforms import (AffineAugment, Lighting, Normalize, RandomResizedCrop, 
                          aug_transforms, imagenet_stats)
 from .data import ImageBatcher, ImageDataLoader, ImageDataLoaders, ImageDataset, show_images  # noqa: F401
 from .models import create_body, efficientnet_lite0, model_meta, num_features_model, resnet18, resnet34  # noqa: F401
-from .learner import (BnFreeze, FreezeBodyBnStats, VisionLearner, create_head, create_vision_model,  # noqa: F401
-                      vision_learner)
+from .learner import (BnFreeze, FreezeBodyBnStats, SegmentationLearner, VisionLearner, create_head,  # noqa: F401
+                      create_vision_model, unet_learner, vision_learner)
+from .segmentation import SegmentationDataLoaders  # noqa: F401
 from .interpret import (ClassificationInterpretation, feature_maps, plot_feature_maps,  # noqa: F401
                         plot_first_layer_filters)

@@ -16,13 +16,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..data import DataLoaders, RandomSplitter, URLs, untar_data
-from ..learn import Learner, accuracy, error_rate
+from ..learn import DiceMulti, JaccardCoeffMulti, Learner, PixelAccuracy, accuracy, error_rate, foreground_acc
 from ..nn import CrossEntropyLossFlat
 from .data import ImageDataLoaders
 from .image import PILImage, get_image_files, load_image, verify_images
 from .interpret import ClassificationInterpretation
-from .learner import vision_learner
+from .learner import unet_learner, vision_learner
 from .models import efficientnet_lite0, resnet18, resnet34
+from .segmentation import SegmentationDataLoaders
 from .transforms import Normalize, RandomResizedCrop, Resize, aug_transforms, imagenet_stats
 
 __all__ = [
@@ -32,4 +33,6 @@ __all__ = [
     "Resize", "RandomResizedCrop", "aug_transforms", "Normalize", "imagenet_stats",
     "vision_learner", "resnet18", "resnet34", "efficientnet_lite0",    # models and the learner
     "Learner", "CrossEntropyLossFlat", "accuracy", "error_rate", "ClassificationInterpretation",
+    "SegmentationDataLoaders", "unet_learner",                         # segmentation (the chapter's 2nd model)
+    "PixelAccuracy", "foreground_acc", "JaccardCoeffMulti", "DiceMulti",
 ]

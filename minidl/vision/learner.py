@@ -202,3 +202,52 @@ def vision_learner(dls, arch, metrics=error_rate, pretrained=True, normalize=Tru
         learn.freeze()
     return learn
 
+
+
+# ---------------------------------------------------------------- segmentation: unet_learner
+
+def unet_split(model):
+    """Two parameter groups of a DynamicUnet: the pretrained body, then the new decoder."""
+    return [list(model[0].parameters()), list(model[1].parameters())]
+
+
+class SegmentationLearner(VisionLearner):
+    def predict(self, item):
+        """Segment one photo as the validation set is processed: returns (class ids (H, W) as a numpy array,
+        the same as a tensor, per-class probabilities (C, H, W))."""
+        ref = self.dls.valid or self.dls.train
+        image = load_image(item) if not isinstance(item, np.ndarray) else None
+        if image is not None:
+            for tfm in ref.dataset.item_tfms:
+                image = tfm(image, False)
+            item = image_to_array(image)
+        x, = ImageBatcher(ref.collate_fn.batch_tfms, train=False)([(item,)], self.dls.device)
+        self.model.eval()
+        with no_grad():
+            probs = self.loss_func.activation(self.model(x))[0]
+        mask = probs.argmax(dim=0)
+        return mask.numpy(), mask, probs
+
+
+def unet_learner(dls, arch, pretrained=True, n_out=None, widths=(256, 128, 96, 64, 32), last_cross=True,
+                 normalize=True, loss_func=None, metrics=None, splitter=None, **kwargs):
+    """fastai's unet_learner: a DynamicUnet (models/unet.py) over the body of ``arch``, for per-pixel classes.
+
+    ``n_out`` defaults to the number of codes. The loss is cross-entropy over the class axis of
+    (N, C, H, W) scores (``CrossEntropyLossFlat(axis=1)``; give ``ignore_index`` there for a void
+    class). As with vision_learner: a pretrained body gets ImageNet's Normalize added to the
+    loaders, and the learner starts frozen (the decoder and BatchNorm layers train)."""
+    from .models.unet import DynamicUnet
+    meta = _arch_meta(arch)
+    n_out = n_out if n_out is not None else dls.c
+    if pretrained and normalize:
+        for dl in dls.loaders:
+            if isinstance(dl.collate_fn, ImageBatcher) and dl.collate_fn.normalize is None:
+                dl.collate_fn.add(Normalize.from_stats(*meta["stats"]))
+    model = DynamicUnet(models.create_body(arch, pretrained=pretrained), n_out, widths=widths, last_cross=last_cross)
+    learn = SegmentationLearner(dls, model, loss_func=loss_func if loss_func is not None else
+                                nn.CrossEntropyLossFlat(axis=1), metrics=metrics, splitter=splitter or unet_split,
+                                **kwargs)
+    if pretrained:
+        learn.freeze()
+    return learn

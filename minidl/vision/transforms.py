@@ -11,6 +11,11 @@ Two kinds, as in fastai:
   in [0, 1]: the augmentations of ``aug_transforms`` (flip, rotate, zoom, lighting; the
   training set only) and ``Normalize`` (every set, last).
 
+A segmentation mask (an image of class ids) goes through the same transforms as its
+image, with the same random draws: ``tfm(image, train, mask)`` returns both. A mask is
+resampled by its nearest pixel, never interpolated (the mean of "road" and "car" is not
+a class), and the photometric transforms (Lighting, Normalize) leave it alone.
+
 Every random number comes from ``minidl.random.generator()``. Inside a DataLoader that is
 a generator seeded from the loader's plan for the epoch (data/core.py), so a seeded run
 sees the same augmented images again, with or without background threads.
@@ -37,10 +42,25 @@ def _size(size, who):
 # ---------------------------------------------------------------- item transforms (PIL images)
 
 class ItemTransform:
-    """One image in, one image out. ``train`` says which set it is for; ``order`` sorts a list of them."""
+    """One image in, one image out. ``train`` says which set it is for; ``order`` sorts a list of them.
+
+    A subclass says what to do in two steps: ``plan(size, train)`` draws the random choices
+    (where to crop) for an image of ``size`` = (width, height), and ``apply(image, plan,
+    resample)`` carries them out. So a mask can follow its image exactly: the same plan,
+    applied with nearest-neighbour resampling."""
     order = 0
 
-    def __call__(self, image, train):
+    def __call__(self, image, train, mask=None):
+        """The transformed image; with ``mask`` (a PIL image of class ids, the image's size), both."""
+        plan = self.plan(image.size, train)
+        out = self.apply(image, plan, Image.BILINEAR)
+        return out if mask is None else (out, self.apply(mask, plan, Image.NEAREST))
+
+    def plan(self, size, train):
+        """The random choices for an image of ``size`` (width, height); None when there are none."""
+        return None
+
+    def apply(self, image, plan, resample):
         raise NotImplementedError
 
 
@@ -73,22 +93,30 @@ class Resize(ItemTransform):
         """Where the box (or the image in its frame) sits: fractions of the free space, x then y."""
         return tuple(_random.generator().random(2)) if train else (0.5, 0.5)
 
-    def __call__(self, image, train):
-        h, w = self.size
+    def plan(self, size, train):
+        """'crop': the box to cut out; 'pad': the scaled size and where it sits; 'squish': nothing."""
         if self.method == "squish":
-            return image.resize((w, h), Image.BILINEAR)
+            return None
+        h, w = self.size
         px, py = self._position(train)
-        width, height = image.size
+        width, height = size
         if self.method == "crop":
             scale = min(width / w, height / h)      # the largest box of shape (h, w) that fits
             box_w, box_h = min(width, round(w * scale)), min(height, round(h * scale))
             left, top = int(px * (width - box_w)), int(py * (height - box_h))  # whole pixels, as fastai
-            return image.resize((w, h), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
+            return left, top, left + box_w, top + box_h
         scale = min(w / width, h / height)          # 'pad': the whole image fits inside
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        pixels = np.asarray(image.resize((new_w, new_h), Image.BILINEAR))
-        left, top = round(px * (w - new_w)), round(py * (h - new_h))
-        pad = ((top, h - new_h - top), (left, w - new_w - left), (0, 0))
+        return new_w, new_h, round(px * (w - new_w)), round(py * (h - new_h))
+
+    def apply(self, image, plan, resample):
+        """The image resized to ``size`` as planned ('crop' cuts the planned box, 'pad' fills around)."""
+        h, w = self.size
+        if self.method != "pad":
+            return image.resize((w, h), resample, box=plan)
+        new_w, new_h, left, top = plan
+        pixels = np.asarray(image.resize((new_w, new_h), resample))
+        pad = ((top, h - new_h - top), (left, w - new_w - left), (0, 0))[:pixels.ndim]   # a mask has no channels
         return Image.fromarray(np.pad(pixels, pad, mode=self.pad_modes[self.pad_mode]))
 
     def __repr__(self):
@@ -113,13 +141,12 @@ class RandomResizedCrop(ItemTransform):
         self.size, self.min_scale, self.max_scale = _size(size, "RandomResizedCrop"), min_scale, max_scale
         self.ratio, self.val_xtra = ratio, val_xtra
 
-    def __call__(self, image, train):
-        h, w = self.size
-        width, height = image.size
+    def plan(self, size, train):
+        """The box to cut out (training), or None (validation: squish with a margin, keep the centre)."""
         if not train:
-            extra = math.ceil(max(h, w) * self.val_xtra / 8) * 8
-            big = image.resize((w + extra, h + extra), Image.BILINEAR)
-            return big.crop((extra // 2, extra // 2, extra // 2 + w, extra // 2 + h))
+            return None
+        h, w = self.size
+        width, height = size
         rng = _random.generator()
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         for _ in range(10):
@@ -133,7 +160,16 @@ class RandomResizedCrop(ItemTransform):
             aspect = min(max(width / height, self.ratio[0]), self.ratio[1])
             box_w, box_h = min(width, round(height * aspect)), min(height, round(width / aspect))
             left, top = (width - box_w) // 2, (height - box_h) // 2
-        return image.resize((w, h), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
+        return int(left), int(top), int(left + box_w), int(top + box_h)
+
+    def apply(self, image, plan, resample):
+        """The planned box scaled to ``size``; without a plan, the centre of the image squished with a margin."""
+        h, w = self.size
+        if plan is not None:
+            return image.resize((w, h), resample, box=plan)
+        extra = math.ceil(max(h, w) * self.val_xtra / 8) * 8
+        big = image.resize((w + extra, h + extra), resample)
+        return big.crop((extra // 2, extra // 2, extra // 2 + w, extra // 2 + h))
 
     def __repr__(self):
         return f"RandomResizedCrop(size={self.size}, min_scale={self.min_scale})"
@@ -142,16 +178,25 @@ class RandomResizedCrop(ItemTransform):
 # ---------------------------------------------------------------- batch transforms (float arrays)
 
 class BatchTransform:
-    """(N, 3, H, W) float32 in, same shape out. ``train_only`` transforms leave validation batches alone."""
+    """(N, 3, H, W) float32 in, same shape out. ``train_only`` transforms leave validation batches alone.
+
+    With ``masks`` (N, H, W) of class ids, ``(x, masks)`` in and out (``encodes_pair``): a
+    geometric transform moves the masks with their images, a photometric one leaves them."""
     order = 0
     train_only = True
 
-    def __call__(self, x, train):
-        return self.encodes(x) if train or not self.train_only else x
+    def __call__(self, x, train, masks=None):
+        if self.train_only and not train:
+            return x if masks is None else (x, masks)
+        return self.encodes(x) if masks is None else self.encodes_pair(x, masks)
 
     def encodes(self, x):
         """The transform of a training batch: x (N, 3, H, W) float32 -> a new array of the same shape."""
         raise NotImplementedError
+
+    def encodes_pair(self, x, masks):
+        """A batch and its masks: the images transformed, the masks as they are (right for colour changes)."""
+        return self.encodes(x), masks
 
 
 class AffineAugment(BatchTransform):
@@ -194,13 +239,20 @@ class AffineAugment(BatchTransform):
         """Each image resampled at A p + t with its own random flip/rotation/zoom matrix (see the class);
         images whose matrix is the identity are left as they are.
         """
+        return self.encodes_pair(x, None)[0]
+
+    def encodes_pair(self, x, masks):
+        """The images and their masks moved by the same matrices: images bilinearly, masks by nearest pixel."""
         n, _, height, width = x.shape
         m = self.matrices(n, height, width)
         moved = ~np.all(np.isclose(m, [[1, 0, 0], [0, 1, 0]]), axis=(1, 2))
         if moved.any():
             x = x.copy()
             x[moved] = affine_resample(x[moved], m[moved])
-        return x
+            if masks is not None:
+                masks = masks.copy()
+                masks[moved] = affine_resample_nearest(masks[moved], m[moved])
+        return x, masks
 
     def __repr__(self):
         return (f"AffineAugment(do_flip={self.do_flip}, max_rotate={self.max_rotate}, "
@@ -216,12 +268,7 @@ def affine_resample(x, m):
     neighbour for the whole batch, no Python loop over pixels.
     """
     n, c, height, width = x.shape
-    cy, cx = (height - 1) / 2, (width - 1) / 2
-    cols = np.arange(width, dtype=np.float32) - cx                  # output pixels, about the centre
-    rows = (np.arange(height, dtype=np.float32) - cy)[:, None]
-    m = m.astype(np.float32)[:, :, :, None, None]                    # (n, 2, 3, 1, 1) against (H, W) grids
-    sx = _reflect(m[:, 0, 0] * cols + m[:, 0, 1] * rows + m[:, 0, 2] + cx, width - 1)    # (n, H, W)
-    sy = _reflect(m[:, 1, 0] * cols + m[:, 1, 1] * rows + m[:, 1, 2] + cy, height - 1)
+    sx, sy = _sources(m, height, width)
     # the top-left neighbour, kept one pixel from the far edge so that +1 stays inside
     # (a source exactly on the edge then gets weight 1 on the right/bottom neighbour)
     x0 = np.minimum(sx.astype(np.int64), max(width - 2, 0))
@@ -236,6 +283,26 @@ def affine_resample(x, m):
     top = neighbour(0) * (1 - wx) + neighbour(step_x) * wx
     bottom = neighbour(step_y) * (1 - wx) + neighbour(step_y + step_x) * wx
     return (top * (1 - wy) + bottom * wy).astype(x.dtype)
+
+
+def affine_resample_nearest(masks, m):
+    """The masks (n, H, W) of class ids moved like ``affine_resample`` moves images, each output pixel
+    taking the id of the source pixel nearest to m[n] @ (j - cx, i - cy, 1) + (cx, cy): ids are never mixed."""
+    n, height, width = masks.shape
+    sx, sy = _sources(m, height, width)
+    flat = (np.rint(sy).astype(np.int64) * width + np.rint(sx).astype(np.int64)).reshape(n, height * width)
+    return np.take_along_axis(masks.reshape(n, height * width), flat, axis=1).reshape(n, height, width)
+
+
+def _sources(m, height, width):
+    """Where each output pixel (i, j) reads from: (sx, sy), each (n, H, W), reflected into the image."""
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    cols = np.arange(width, dtype=np.float32) - cx                  # output pixels, about the centre
+    rows = (np.arange(height, dtype=np.float32) - cy)[:, None]
+    m = m.astype(np.float32)[:, :, :, None, None]                    # (n, 2, 3, 1, 1) against (H, W) grids
+    sx = _reflect(m[:, 0, 0] * cols + m[:, 0, 1] * rows + m[:, 0, 2] + cx, width - 1)
+    sy = _reflect(m[:, 1, 0] * cols + m[:, 1, 1] * rows + m[:, 1, 2] + cy, height - 1)
+    return sx, sy
 
 
 def _reflect(p, top):
