@@ -21,7 +21,7 @@ weights), fine-tuned with fastai's recipe:
 
     dls = ImageDataLoaders.from_folder(out / "images", train="train", valid="valid", item_tfms=Resize(128))
     learn = vision_learner(dls, efficientnet_lite0, metrics=error_rate)
-    learn.fine_tune(2)
+    learn.fine_tune(3)
 
 Prints the validation and the held-out test error rates; writes batch.png and
 confusion_matrix.png (test set) to --out.
@@ -99,7 +99,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=150, help="files of each kind (split 60/20/20)")
     parser.add_argument("--size", type=int, default=128, help="pictures are scaled to size x size")
-    parser.add_argument("--epochs", type=int, default=2, help="fine_tune's epochs after the frozen one")
+    parser.add_argument("--epochs", type=int, default=3, help="fine_tune's epochs after the frozen one "
+                        "(chosen on the validation set: 2, 3, 4 gave error rates 0.108, 0.050, 0.058)")
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="examples/output/bytes_as_images", help="folder for pictures and PNGs")
