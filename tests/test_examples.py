@@ -75,3 +75,38 @@ def test_bytes_as_images_tells_file_kinds_apart(tmp_path, capsys):
     assert f"test error_rate {test_error:.4f} (48 pictures of files never seen)" in out
     assert test_error <= 0.4 and valid_error <= 0.4                  # four kinds: chance is 0.75 (here: 0.23, 0.15)
     assert (tmp_path / "batch.png").exists() and (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_camvid_example_trains_and_scores_without_void(tmp_path, capsys):
+    """SegNet's layout, made up: train/ trainannot/ val/ valannot/ test/ testannot/, codes.txt with Unlabelled."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data" / "camvid"
+    codes = ["Sky", "Road", "Car", "Unlabelled"]
+    colours = np.array([(90, 140, 230), (90, 90, 90), (220, 30, 30), (0, 0, 0)])
+    for split, n in (("train", 10), ("val", 4), ("test", 4)):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for k in range(n):
+            ids = np.zeros((36, 48), np.uint8)
+            ids[18:] = 1
+            top, left = rng.integers(10, 22), rng.integers(0, 32)
+            ids[top:top + 8, left:left + 14] = 2
+            ids[:, :2] = 3
+            pixels = np.clip(colours[ids] + rng.normal(0, 12, (36, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / split / f"{k}.png")
+            Image.fromarray(ids).save(root / f"{split}annot" / f"{k}.png")
+    (root / "codes.txt").write_text("\n".join(codes) + "\n")
+    camvid = load("camvid")
+    accuracy, miou = camvid.main(["--data", str(tmp_path / "data"), "--size", "36", "--epochs", "10",
+                                  "--freeze-epochs", "1", "--bs", "5", "--lr", "1e-2", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "10 training and 4 validation scenes, 4 codes (void: Unlabelled)" in out
+    assert out.strip().splitlines()[-2:] == [f"valid pixel accuracy {accuracy:.4f}", f"valid miou {miou:.4f}"]
+    assert "per-class IoU: Sky" in out and "Unlabelled" not in out.split("per-class IoU:")[1].splitlines()[0]
+    assert accuracy > 0.8                                            # sky and road: chance is about 0.5
+    test_accuracy, _ = camvid.main(["--data", str(tmp_path / "data"), "--test", str(root), "--size", "36",
+                                    "--epochs", "1", "--freeze-epochs", "1", "--bs", "7", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert "14 training and 4 test scenes" in out and out.strip().splitlines()[-2].startswith("test pixel accuracy")

@@ -52,7 +52,8 @@ DATASETS = {
     "adult_sample": {"required": ("adult.csv",), "optional": ()},
     "movie_lens_sample": {"required": ("ratings.csv",), "optional": ()},
     "camvid_tiny": {"required": ("codes.txt", "images/*.png", "labels/*.png"), "optional": ()},
-    "camvid": {"required": ("codes.txt", "valid.txt", "images/*.png", "labels/*.png"), "optional": ()},
+    "camvid": {"required": ("codes.txt", "valid.txt", "images/*.png", "labels/*.png"), "optional": (),
+               "also": (("codes.txt", "train/*.png", "trainannot/*.png", "val/*.png", "valannot/*.png"),)},  # SegNet's
     "imdb": {"required": ("train/pos/*.txt", "train/neg/*.txt", "test/pos/*.txt", "test/neg/*.txt"),
              "optional": ("unsup",)},
     "imdb_sample": {"required": ("texts.csv",), "optional": ()},
