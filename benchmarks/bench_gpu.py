@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_gpu                 # needs a GPU; prints "no GPU: skipped" otherwise
     .venv/bin/python -m benchmarks.bench_gpu --sizes 1024 4096 --json     # without a GPU: {"device": null, ...}
+    .venv/bin/python -m benchmarks.bench_gpu --versions [--rows R --cols C]   # reduce.cu, version by version
 
 Tables (GPU time per call from CUDA events, median of --repeat runs after a warm-up):
   * square float32 matmul: matmul_naive and matmul_tiled GFLOP/s, cupy.matmul (cuBLAS)
@@ -9,10 +10,16 @@ Tables (GPU time per call from CUDA events, median of --repeat runs after a warm
   * conv2d forward (im2col + matmul_tiled) vs torch (cuDNN), softmax and a row sum vs torch;
   * one training step (forward, backward, SGD) of a small CNN on minidl "cuda" vs torch.
 GPU figures go to RESULTS.md only from a run on a real GPU, with the device named.
+
+--versions: the memory-bound chapter, csrc/cuda/reduce.cu's row sums (REDUCE_VERSIONS): each
+version checked against numpy, then its GB/s (bytes read + written per second) as a fraction
+of the measured bandwidth, that of a device-to-device copy (cupy.copyto). (The compute-bound
+chapter, matmul.cu's versions, is `python -m benchmarks.bench_matmul --versions`.)
 """
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -133,11 +140,99 @@ def bench_train_step(cupy, torch, repeat, device="cuda", batch=64, side=64, chan
     return row
 
 
+# ---------------------------------------------------------------- --versions: reduce.cu, one row per version
+
+@dataclass(frozen=True)
+class ReduceVersion:
+    """One kernel of csrc/cuda/reduce.cu: one thread per row (v1) or one block per row (v2, v3)."""
+    name: str
+    kernel: str
+    idea: str
+    block_per_row: bool
+
+
+REDUCE_VERSIONS = (
+    ReduceVersion("v1", "reduce_rows_naive", "one thread per row, looping along it", False),
+    ReduceVersion("v2", "reduce_rows_tree", "a block per row: coalesced reads, a shared-memory tree", True),
+    ReduceVersion("v3", "reduce_rows", "warp shuffles: no memory, no barrier inside a warp (minidl's kernel)", True),
+)
+
+
+def launch_reduce_version(kernels, version, op, x, out):
+    """out[r] = op over x[r, :] (op: "sum", "max", "min" or "mean") for a contiguous float32 (rows, R)
+    array x on the device of ``kernels`` (get_backend("cuda" or "emu").kernels), with one version."""
+    from minidl.backend.cuda import REDUCE, reduction_threads
+    rows, R = x.shape
+    args = (np.int32(REDUCE[op]), x, out, np.int64(rows), np.int64(R))
+    if version.block_per_row:
+        threads = reduction_threads(R)
+        kernels.launch("reduce", version.kernel, (rows,), (threads,), args, shared_mem=4 * threads)
+    else:
+        kernels.launch("reduce", version.kernel, (-(-rows // 256),), (256,), args)
+
+
+def bench_reduce_versions(cupy, be, rows, cols, repeat):
+    """Row sums of a (rows, cols) float32 matrix by each version: checked against numpy, then timed.
+    Returns {"shape", "copy_gbs", "rows": [{"name", "label", "status", "gbs", "of_copy"}]}."""
+    host = np.random.default_rng(0).standard_normal((rows, cols)).astype(np.float32)
+    x, out = cupy.asarray(host), cupy.empty(rows, dtype=np.float32)
+    ref = host.astype(np.float64).sum(axis=1)
+    copy = cupy.empty_like(x)
+    copy_gbs = 2 * x.nbytes / gpu_time(cupy, lambda: cupy.copyto(copy, x), repeat) / 1e9
+    nbytes = x.nbytes + out.nbytes
+    to_host = getattr(cupy, "asnumpy", np.asarray)
+    results = []
+    for v in REDUCE_VERSIONS:
+        label = f"{v.kernel}: {v.idea}"
+        out.fill(np.nan)  # a row the kernel does not write stays NaN
+        launch_reduce_version(be.kernels, v, "sum", x, out)
+        got = to_host(out)
+        error = float(np.abs(got - ref).max()) / max(float(np.abs(host).sum(axis=1).max()), 1e-30)
+        if not (np.isfinite(got).all() and error <= 1e-5):
+            results.append({"name": v.name, "label": label, "status": f"FAILED: max error {error:.1e}",
+                            "gbs": None, "of_copy": None})
+            continue
+        gbs = nbytes / gpu_time(cupy, lambda: launch_reduce_version(be.kernels, v, "sum", x, out), repeat) / 1e9
+        results.append({"name": v.name, "label": label, "status": "ok", "gbs": gbs, "of_copy": gbs / copy_gbs})
+    return {"shape": [rows, cols], "copy_gbs": copy_gbs, "rows": results}
+
+
+def print_reduce_versions(results):
+    rows, cols = results["shape"]
+    print(f"GPU: {results['device']}")
+    print(f"row sums of a {rows} x {cols} float32 matrix ({4 * rows * cols / 2**20:.0f} MiB), each version checked "
+          f"against numpy first; device copy {results['copy_gbs']:.0f} GB/s (measured bandwidth)")
+    print(f"{'version':<9}{'GB/s':>8}{'of copy':>9}  kernel")
+    for r in results["rows"]:
+        if r["status"] != "ok":
+            print(f"{r['name']:<9}{r['status']}  ({r['label']})")
+        else:
+            print(f"{r['name']:<9}{r['gbs']:>8.0f}{r['of_copy']:>9.2f}  {r['label']}")
+
+
+def reduce_versions_section(data, how):
+    """RESULTS.md's lines for `bench_gpu --versions --json`'s output (or a line saying it did not run)."""
+    if data.get("device") is None:
+        return ["## Reduction, version by version", "", f"Not run: no GPU visible ({data['skipped']}). {how}.", ""]
+    rows, cols = data["shape"]
+    table = ["| version | GB/s | of device copy | kernel |", "| --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        numbers = [f"{r['gbs']:.0f}", f"{r['of_copy']:.2f}"] if r["status"] == "ok" else [r["status"], ""]
+        table.append(f"| {r['name']} | " + " | ".join(numbers) + f" | {r['label']} |")
+    return ["## Reduction, version by version", "",
+            f"{how}. GPU: {data['device']}. Row sums of a {rows} x {cols} float32 matrix, each version checked "
+            f"against numpy first; a device-to-device copy moves {data['copy_gbs']:.0f} GB/s (the measured bandwidth).",
+            "", *table, ""]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument("--versions", action="store_true", help="only reduce.cu's versions, in GB/s")
+    parser.add_argument("--rows", type=int, default=16384, help="--versions: rows of the summed matrix")
+    parser.add_argument("--cols", type=int, default=2048, help="--versions: its row length")
     args = parser.parse_args(argv)
     found = gpu_or_none()
     if found is None:
@@ -147,6 +242,11 @@ def main(argv=None):
         return 0
     cupy, device = found
     from minidl.backend import get_backend
+    if args.versions:
+        results = {"device": device, **bench_reduce_versions(cupy, get_backend("cuda"), args.rows, args.cols,
+                                                             args.repeat)}
+        print(json.dumps(results)) if args.json else print_reduce_versions(results)
+        return 0
     be, torch = get_backend("cuda"), torch_cuda()
     results = {"device": device, "matmul": bench_matmul(cupy, be, torch, args.sizes, args.repeat),
                "ops": bench_ops(cupy, be, torch, args.repeat), "train_step": bench_train_step(cupy, torch, args.repeat)}
