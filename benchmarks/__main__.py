@@ -26,6 +26,7 @@ from .common import cpu_model
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATMUL_SIZES = ["128", "256", "512", "1024", "2048"]
 MATMUL_PNG, TRAIN_STEP_PNG = "matmul_gflops.png", "train_step.png"   # written next to RESULTS.md
+NOTES_MD = os.path.join(HERE, "NOTES.md")   # written by hand; RESULTS.md's last section links to it
 
 
 def cpu_flags():
@@ -171,6 +172,16 @@ def gpu_section(data, how):
             f"torch {num(step.get('torch_ms'), '.2f')} ms.", ""]
 
 
+def notes_section(folder):
+    """RESULTS.md's last section: a link (relative to ``folder``, where RESULTS.md goes) to NOTES.md, the
+    research notes and measurements moved out of minidl's docstrings, which `make bench` leaves alone."""
+    link = os.path.relpath(NOTES_MD, folder).replace(os.sep, "/")
+    return ["## Notes moved from the code", "",
+            f"Research notes and measurements that used to sit in minidl's docstrings (why `Function.apply` is "
+            f"kept short, why `Linear` and `CrossEntropy` are one op each) are in [NOTES.md]({link}), written by "
+            f"hand; this run does not rewrite it.", ""]
+
+
 def write_results(out, machine, sections, verdicts, seconds, matmul, train_step):
     """Draw the two figures next to ``out`` and write RESULTS.md there; returns its text.
 
@@ -187,6 +198,7 @@ def write_results(out, machine, sections, verdicts, seconds, matmul, train_step)
           f"Figures: [matmul GFLOP/s against n]({MATMUL_PNG}), [training step per model]({TRAIN_STEP_PNG}).", ""]
     for lines in sections:
         md += lines
+    md += notes_section(folder)
     text = "\n".join(md).rstrip() + "\n"
     with open(out, "w") as f:
         f.write(text)

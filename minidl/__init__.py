@@ -1,25 +1,26 @@
 """minidl: a deep-learning framework to read.
 
-Read the source in this order: tensor.py, autograd.py, ops/elementwise.py (then the
-other ops), backend/numpy_ref.py, testing.py.
+Read the source in this order: autograd.py, tensor.py, ops/elementwise.py (then the other
+ops). Each imports only the files before it, and the kernels (backend/). These are the first
+steps of the whole tour, README.md's "Read the source in this order".
 """
 import builtins
 import os
 
-from . import nn  # noqa: F401
+# What minidl exports, in the reading order.
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad  # noqa: F401
-from .backend import devices, register_backend  # noqa: F401
-from .ops.conv import conv2d  # noqa: F401
-from .ops.elementwise import (abs, add, clamp, div, exp, log, maximum, minimum, mul, neg, pow, relu,  # noqa: F401
-                              sigmoid, sqrt, sub, tanh, where)
-from .ops.matmul import matmul  # noqa: F401
-from .ops.reduce import (amax, amin, argmax, argmin, logsumexp, max, mean, min, softmax, sum,  # noqa: F401
-                         var, log_softmax)
-from .ops.shape import cat, chunk, flatten, gather, permute, reshape, split, squeeze, stack, transpose, unsqueeze  # noqa: F401
-from .random import manual_seed, rand, randint, randn, randperm, set_seed  # noqa: F401
 from .tensor import (Tensor, arange, bool_, eye, float32, float64, from_numpy, full, get_default_dtype,  # noqa: F401
                      int64, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
-from . import data, io, learn, optim, testing, viz  # noqa: F401
+from .ops.elementwise import (abs, add, clamp, div, exp, log, maximum, minimum, mul, neg, pow, relu,  # noqa: F401
+                              sigmoid, sqrt, sub, tanh, where)
+from .ops.shape import cat, chunk, flatten, gather, permute, reshape, split, squeeze, stack, transpose, unsqueeze  # noqa: F401
+from .ops.reduce import (amax, amin, argmax, argmin, logsumexp, max, mean, min, softmax, sum,  # noqa: F401
+                         var, log_softmax)
+from .ops.matmul import matmul  # noqa: F401
+from .ops.conv import conv2d  # noqa: F401
+from .random import manual_seed, rand, randint, randn, randperm, set_seed  # noqa: F401
+from .backend import devices, register_backend  # noqa: F401
+from . import testing, nn, optim, data, learn, io, viz  # noqa: F401
 from .profiler import profile  # noqa: F401
 
 try:

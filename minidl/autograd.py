@@ -16,11 +16,26 @@ Three details make it correct in general, and each lives in exactly one place he
   * broadcasting is undone: a gradient is summed back to its input's shape (unbroadcast);
   * in-place changes are caught: a saved array whose tensor changed since forward raises;
   * the walk is iterative, so a chain of 100,000 ops needs no recursion.
+
+This file is read first: of minidl it imports only the kernels (backend), not tensor.py,
+which builds on it. It relies only on what every tensor has (``.data``, ``.device``,
+``.requires_grad``, ``.grad_fn``, ...), and wraps an op's result in the class
+that tensor.py hands it when imported (``register_tensor_class(Tensor)``).
 """
 import threading
 
-from . import tensor as _tensor
 from .backend import get_backend
+
+# ---------------------------------------------------------------- the tensor class
+
+_Tensor = None   # the class of the tensors Function.apply returns: Tensor, once tensor.py is imported
+
+
+def register_tensor_class(cls):
+    """Make ``cls`` the class of the tensors ops return; tensor.py registers ``Tensor`` right after defining it."""
+    global _Tensor
+    _Tensor = cls
+
 
 # ---------------------------------------------------------------- grad mode
 
@@ -98,8 +113,7 @@ class Function:
     def apply(cls, *inputs, **params):
         """Run the op on tensors; record it in the graph if any input requires grad.
 
-        This runs for every op of every step, so it is kept short: in a small model
-        (a batch of 64 rows through a few Linear layers) it costs as much as the kernels.
+        It runs for every op of every step, so it is kept short (benchmarks/NOTES.md).
         """
         device = inputs[0].device
         for t in inputs:
@@ -110,7 +124,7 @@ class Function:
         ctx = cls(inputs, device)
         out = cls.forward(ctx, *[t.data for t in inputs], **params)
         requires_grad = True in ctx.needs_input_grad and is_grad_enabled()
-        result = _tensor.Tensor._make(out, ctx.device, requires_grad)
+        result = _Tensor._make(out, ctx.device, requires_grad)
         if ctx.returns_view:
             result._version_counter = inputs[0]._version_counter
         if requires_grad:
@@ -214,7 +228,7 @@ def backward(root, grad=None, retain_graph=False):
                                f"pass a gradient of that shape, y.backward(g), or reduce first: y.sum().backward()")
         grad = backend.ones(root.shape, root.dtype)
     else:
-        grad = grad.data if isinstance(grad, _tensor.Tensor) else backend.asarray(grad, root.dtype)
+        grad = grad.data if isinstance(grad, _Tensor) else backend.asarray(grad, root.dtype)
         if tuple(grad.shape) != tuple(root.shape) or grad.dtype != root.dtype:
             raise RuntimeError(f"backward: gradient is {tuple(grad.shape)} {grad.dtype} but the tensor is "
                                f"{tuple(root.shape)} {root.dtype}; they must match")

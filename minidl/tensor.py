@@ -7,8 +7,11 @@ A Tensor holds
   * ``grad_fn``       the op (a Function in autograd.py) that produced it, or None for a leaf;
   * ``grad``          after ``backward()``, d(loss)/d(this tensor), for leaves.
 
-Every method that computes something (``x + y``, ``x.exp()``, ``x.sum(dim=1)``) is a
-one-line call into the op library (minidl/ops), which records the graph.
+This file says what a tensor *is*: its array, dtype, device and gradient, how it turns
+into numbers and numpy arrays, how it changes in place, and how to make one. What a tensor
+*computes* (``x + y``, ``x.exp()``, ``x.sum(dim=1)``, ``x[0]``, ``x.to("cpu")``) are the ops
+of minidl/ops, which import this file to make tensors; so this file cannot import them, and
+ops/tensor_methods.py, read after the ops, makes each op a method of Tensor.
 """
 import numbers
 
@@ -176,33 +179,6 @@ class Tensor:
             raise ValueError(f"the truth value of a tensor with {self.numel()} values is ambiguous; use .any() or .all()")
         return bool(self.item())
 
-    def to(self, target):
-        """``x.to("cpu")`` moves it to a device, ``x.to(minidl.float64)`` changes its dtype (differentiably)."""
-        if isinstance(target, str):
-            return self if target == self.device else ops.shape.to_device(self, target)
-        dtype = np.dtype(target)
-        return self if dtype == self.dtype else ops.elementwise.cast(self, dtype)
-
-    def float(self):
-        """A float32 copy (differentiable), or self if already float32."""
-        return self.to(float32)
-
-    def double(self):
-        """A float64 copy (differentiable), or self if already float64."""
-        return self.to(float64)
-
-    def long(self):
-        """An int64 copy, cut from the graph (integers carry no gradient)."""
-        return self.to(int64)
-
-    def bool(self):
-        """A bool copy: True where the value is nonzero; not differentiable."""
-        return self.to(bool_)
-
-    def cpu(self):
-        """The same values on the "cpu" device (self if already there); the gradient flows back."""
-        return self.to("cpu")
-
     # ---------------------------------------------------------------- autograd
     def requires_grad_(self, requires_grad=True):
         """Mark (or unmark) this tensor as one whose gradient backward should compute; float dtypes only."""
@@ -234,10 +210,6 @@ class Tensor:
         t = Tensor._make(self.data, self.device)
         t._version_counter = self._version_counter
         return t
-
-    def clone(self):
-        """A copy with its own memory that stays in the graph: d(clone)/dx = 1."""
-        return ops.elementwise.clone(self)
 
     # ---------------------------------------------------------------- in-place changes
     # They change the array under every op that saved it, so they are refused while
@@ -293,270 +265,7 @@ class Tensor:
 
     __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
 
-    # ---------------------------------------------------------------- arithmetic
-    def __add__(self, other):
-        return ops.elementwise.add(self, other)
-
-    def __radd__(self, other):
-        return ops.elementwise.add(other, self)
-
-    def __sub__(self, other):
-        return ops.elementwise.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.elementwise.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.elementwise.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.elementwise.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.elementwise.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.elementwise.div(other, self)
-
-    def __pow__(self, other):
-        return ops.elementwise.pow(self, other)
-
-    def __rpow__(self, other):
-        return ops.elementwise.pow(other, self)
-
-    def __neg__(self):
-        return ops.elementwise.neg(self)
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return ops.elementwise.abs(self)
-
-    def __matmul__(self, other):
-        return ops.matmul.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul.matmul(other, self)
-
-    # comparisons give bool tensors and are not differentiable
-    def __eq__(self, other):
-        return ops.elementwise.compare("equal", self, other)
-
-    def __ne__(self, other):
-        return ops.elementwise.compare("not_equal", self, other)
-
-    def __lt__(self, other):
-        return ops.elementwise.compare("less", self, other)
-
-    def __le__(self, other):
-        return ops.elementwise.compare("less_equal", self, other)
-
-    def __gt__(self, other):
-        return ops.elementwise.compare("greater", self, other)
-
-    def __ge__(self, other):
-        return ops.elementwise.compare("greater_equal", self, other)
-
-    def __and__(self, other):
-        return ops.elementwise.compare("logical_and", self, other)
-
-    def __or__(self, other):
-        return ops.elementwise.compare("logical_or", self, other)
-
-    def __invert__(self):
-        return Tensor._make(self.backend.logical_not(self.data), self.device)
-
-    __hash__ = object.__hash__  # tensors are keyed by identity (== is elementwise)
-
-    # ---------------------------------------------------------------- math methods
-    def add(self, other):
-        """self + other, broadcasting; the gradient of each input is summed back to its shape."""
-        return self + other
-
-    def sub(self, other):
-        """self - other, broadcasting."""
-        return self - other
-
-    def mul(self, other):
-        """self * other elementwise, broadcasting."""
-        return self * other
-
-    def div(self, other):
-        """self / other elementwise (true division: integers give floats)."""
-        return self / other
-
-    def pow(self, exponent):
-        """self ** exponent elementwise;  d/dself = exponent * self^(exponent-1)."""
-        return self ** exponent
-
-    def neg(self):
-        """-self."""
-        return -self
-
-    def matmul(self, other):
-        """self @ other: matrix product over the last two axes, batched over the leading ones."""
-        return self @ other
-
-    def exp(self):
-        """e^x elementwise;  its gradient is e^x itself."""
-        return ops.elementwise.exp(self)
-
-    def log(self):
-        """Natural log elementwise;  d/dx ln x = 1/x."""
-        return ops.elementwise.log(self)
-
-    def sqrt(self):
-        """sqrt(x) elementwise;  d/dx = 1 / (2 sqrt(x))."""
-        return ops.elementwise.sqrt(self)
-
-    def abs(self):
-        """|x| elementwise;  its gradient is sign(x) (0 at 0)."""
-        return ops.elementwise.abs(self)
-
-    def tanh(self):
-        """tanh(x) elementwise;  d/dx = 1 - tanh(x)^2."""
-        return ops.elementwise.tanh(self)
-
-    def sigmoid(self):
-        """y = 1 / (1 + e^-x) elementwise;  dy/dx = y (1 - y)."""
-        return ops.elementwise.sigmoid(self)
-
-    def relu(self):
-        """max(x, 0) elementwise;  its gradient is 1 where x > 0, else 0."""
-        return ops.elementwise.relu(self)
-
-    def clamp(self, min=None, max=None):
-        """min(max(x, min), max) elementwise (clip is the same method);  gradient 1 inside the bounds, else 0."""
-        return ops.elementwise.clamp(self, min, max)
-
-    clip = clamp
-
-    def maximum(self, other):
-        """max(self, other) elementwise, broadcasting;  the gradient goes to the larger (half each on a tie)."""
-        return ops.elementwise.maximum(self, other)
-
-    def minimum(self, other):
-        """min(self, other) elementwise, broadcasting;  the gradient goes to the smaller (half each on a tie)."""
-        return ops.elementwise.minimum(self, other)
-
-    def softmax(self, dim):
-        """e^x_i / sum_j e^x_j along ``dim`` (each slice sums to 1)."""
-        return ops.reduce.softmax(self, dim)
-
-    def log_softmax(self, dim):
-        """x_i - log sum_j e^x_j along ``dim``, computed stably."""
-        return ops.reduce.log_softmax(self, dim)
-
-    def logsumexp(self, dim, keepdim=False):
-        """log sum_i e^x_i along ``dim``, computed stably;  its gradient is softmax(x)."""
-        return ops.reduce.logsumexp(self, dim, keepdim)
-
-    # ---------------------------------------------------------------- reductions
-    def sum(self, dim=None, keepdim=False):
-        """Sum over ``dim`` (an int, a tuple, or None for all); bools count their Trues."""
-        return ops.reduce.sum(self, dim, keepdim)
-
-    def mean(self, dim=None, keepdim=False):
-        """Sum over ``dim`` divided by the number of values summed (float tensors only)."""
-        return ops.reduce.mean(self, dim, keepdim)
-
-    def var(self, dim=None, keepdim=False, correction=1):
-        """sum (x - mean)^2 / (n - correction) over ``dim``: unbiased (correction=1) by default."""
-        return ops.reduce.var(self, dim, keepdim, correction)
-
-    def std(self, dim=None, keepdim=False, correction=1):
-        """sqrt(var(dim, correction)): the standard deviation, unbiased by default."""
-        return ops.reduce.var(self, dim, keepdim, correction).sqrt()
-
-    def max(self, dim=None, keepdim=False):
-        """The largest value; with ``dim``, (values, indices) along it, as in PyTorch."""
-        return ops.reduce.max(self, dim, keepdim)
-
-    def min(self, dim=None, keepdim=False):
-        """The smallest value; with ``dim``, (values, indices) along it, as in PyTorch."""
-        return ops.reduce.min(self, dim, keepdim)
-
-    def amax(self, dim=None, keepdim=False):
-        """The largest values over ``dim`` (int or tuple);  the gradient is split evenly among ties."""
-        return ops.reduce.amax(self, dim, keepdim)
-
-    def amin(self, dim=None, keepdim=False):
-        """The smallest values over ``dim`` (int or tuple);  the gradient is split evenly among ties."""
-        return ops.reduce.amin(self, dim, keepdim)
-
-    def argmax(self, dim=None, keepdim=False):
-        """The int64 index of the largest value along ``dim`` (of the flattened tensor when None)."""
-        return ops.reduce.argmax(self, dim, keepdim)
-
-    def argmin(self, dim=None, keepdim=False):
-        """The int64 index of the smallest value along ``dim`` (of the flattened tensor when None)."""
-        return ops.reduce.argmin(self, dim, keepdim)
-
-    def any(self):
-        """True if any value is nonzero (a Python bool)."""
-        return bool(self.numpy().any())
-
-    def all(self):
-        """True if every value is nonzero (a Python bool)."""
-        return bool(self.numpy().all())
-
-    # ---------------------------------------------------------------- shape
-    def reshape(self, *shape):
-        """The same values in a new shape (one size may be -1); view is the same method."""
-        return ops.shape.reshape(self, _shape_args(shape))
-
-    view = reshape
-
-    def permute(self, *dims):
-        """Reorder the axes: result axis i is input axis dims[i]."""
-        return ops.shape.permute(self, _shape_args(dims))
-
-    def transpose(self, dim0, dim1):
-        """Swap two axes."""
-        return ops.shape.transpose(self, dim0, dim1)
-
-    @property
-    def T(self):
-        return ops.shape.permute(self, tuple(reversed(range(self.ndim))))
-
-    def expand(self, *sizes):
-        """Broadcast size-1 axes to ``sizes`` without copying (-1 keeps a size);  the gradient is summed back."""
-        return ops.shape.expand(self, _shape_args(sizes))
-
-    def expand_as(self, other):
-        """expand to ``other.shape``."""
-        return ops.shape.expand(self, other.shape)
-
-    def squeeze(self, dim=None):
-        """Remove size-1 axes (all of them, or ``dim``)."""
-        return ops.shape.squeeze(self, dim)
-
-    def unsqueeze(self, dim):
-        """Insert a size-1 axis at ``dim``."""
-        return ops.shape.unsqueeze(self, dim)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        """Merge the axes start_dim..end_dim into one."""
-        return ops.shape.flatten(self, start_dim, end_dim)
-
-    def split(self, split_size_or_sections, dim=0):
-        """Slices along ``dim``: equal pieces of a given size (the last may be smaller), or the given sizes."""
-        return ops.shape.split(self, split_size_or_sections, dim)
-
-    def chunk(self, chunks, dim=0):
-        """``chunks`` slices of size ceil(n / chunks) along ``dim`` (the last may be smaller)."""
-        return ops.shape.chunk(self, chunks, dim)
-
-    def gather(self, dim, index):
-        """out[i][j] = self[i][index[i][j]] along ``dim`` (index int64, same ndim);  the gradient is scatter-added."""
-        return ops.shape.gather(self, dim, index)
-
-    def __getitem__(self, index):
-        return ops.shape.getitem(self, index)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
+    __hash__ = object.__hash__  # tensors are keyed by identity (== is elementwise: ops/tensor_methods.py)
 
     # ---------------------------------------------------------------- printing
     def __repr__(self):
@@ -571,6 +280,9 @@ class Tensor:
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body] + extras) + ")"
+
+
+autograd.register_tensor_class(Tensor)  # Function.apply wraps each op's result in a Tensor
 
 
 def _shape_args(args):
@@ -658,5 +370,3 @@ def eye(n, dtype=None, device="cpu"):
     """The n x n identity matrix."""
     return tensor(np.eye(n), dtype=dtype or _default_float, device=device)
 
-
-from . import ops  # noqa: E402  (the ops need Tensor defined first)

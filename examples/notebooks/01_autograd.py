@@ -19,7 +19,7 @@
 # PyTorch does: each op records how to send a gradient back to its inputs, and
 # `backward()` walks the recorded graph from the loss to the leaves.
 #
-# Read alongside: `minidl/tensor.py`, then `minidl/autograd.py`, then one op in
+# Read alongside: `minidl/autograd.py`, then `minidl/tensor.py`, then one op in
 # `minidl/ops/elementwise.py`.
 
 # %%

@@ -57,6 +57,7 @@ class RemovableHandle:
         RemovableHandle._next_key += 1
 
     def remove(self):
+        """Take the hook off (removing it twice is harmless)."""
         self.hooks.pop(self.key, None)
 
     def __enter__(self):
@@ -77,6 +78,7 @@ class Hook:
         self.stored = output.detach() if self.detach else output
 
     def remove(self):
+        """Stop keeping the module's outputs, and forget the last one."""
         self.handle.remove()
         self.stored = None
 

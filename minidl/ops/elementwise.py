@@ -1,8 +1,9 @@
 """Elementwise ops: arithmetic, math functions and activations.
 
-Each op is a Function (forward + backward with the math in its docstring) and a
-lowercase helper that takes tensors or numbers. Binary ops broadcast; autograd
-sums their gradients back to each input's shape, so backward here ignores shapes.
+Each op is a Function (forward + backward; the math and its derivative in its docstring,
+stated there once) and a lowercase helper that takes tensors or numbers and points to it.
+Binary ops broadcast; autograd sums their gradients back to each input's shape, so backward
+here ignores shapes.
 """
 import math
 
@@ -160,34 +161,35 @@ class Pow(Function):
 
 
 def add(a, b):
-    """a + b elementwise, broadcasting;  dz/da = dz/db = 1."""
+    """a + b elementwise, broadcasting; derivative in ``Add``."""
     return binary(Add, a, b, "add")
 
 
 def sub(a, b):
-    """a - b elementwise, broadcasting;  dz/da = 1, dz/db = -1."""
+    """a - b elementwise, broadcasting; derivative in ``Sub``."""
     return binary(Sub, a, b, "sub")
 
 
 def mul(a, b):
-    """a * b elementwise, broadcasting;  dz/da = b, dz/db = a."""
+    """a * b elementwise, broadcasting; derivative in ``Mul``."""
     return binary(Mul, a, b, "mul")
 
 
 def div(a, b):
-    """True division; integer inputs give the default float dtype, as in PyTorch."""
+    """a / b elementwise, broadcasting, true division: integer inputs give the default float dtype, as in
+    PyTorch; derivative in ``Div``."""
     if all(not isinstance(t, Tensor) or not is_float(t.dtype) for t in (a, b)):
         a, b = (t.to(get_default_dtype()) if isinstance(t, Tensor) else float(t) for t in (a, b))
     return binary(Div, a, b, "div")
 
 
 def neg(x):
-    """-x;  dz/dx = -1."""
+    """-x; derivative in ``Neg``."""
     return unary(Neg, x)
 
 
 def pow(a, b):
-    """a^b elementwise, broadcasting;  dz/da = b a^(b-1), dz/db = a^b ln a."""
+    """a^b elementwise, broadcasting; derivative in ``Pow``."""
     return binary(Pow, a, b, "pow")
 
 
@@ -278,32 +280,32 @@ class Sigmoid(Function):
 
 
 def exp(x):
-    """e^x elementwise (integers become floats);  dy/dx = e^x."""
+    """e^x elementwise (integers become floats); derivative in ``Exp``."""
     return unary(Exp, x, float_only=True)
 
 
 def log(x):
-    """ln x elementwise (integers become floats);  dy/dx = 1/x."""
+    """ln x elementwise (integers become floats); derivative in ``Log``."""
     return unary(Log, x, float_only=True)
 
 
 def sqrt(x):
-    """sqrt(x) elementwise (integers become floats);  dy/dx = 1 / (2 sqrt(x))."""
+    """sqrt(x) elementwise (integers become floats); derivative in ``Sqrt``."""
     return unary(Sqrt, x, float_only=True)
 
 
 def abs(x):
-    """|x| elementwise;  dy/dx = sign(x), 0 at 0."""
+    """|x| elementwise; derivative in ``Abs``."""
     return unary(Abs, x)
 
 
 def tanh(x):
-    """tanh x = (e^x - e^-x) / (e^x + e^-x) elementwise;  dy/dx = 1 - y^2."""
+    """tanh x = (e^x - e^-x) / (e^x + e^-x) elementwise (integers become floats); derivative in ``Tanh``."""
     return unary(Tanh, x, float_only=True)
 
 
 def sigmoid(x):
-    """1 / (1 + e^-x) elementwise;  dy/dx = y (1 - y)."""
+    """1 / (1 + e^-x) elementwise (integers become floats); derivative in ``Sigmoid``."""
     return unary(Sigmoid, x, float_only=True)
 
 
@@ -384,30 +386,31 @@ class GELU(Function):
 
 
 def relu(x):
-    """max(x, 0) elementwise;  its gradient is 1 where x > 0, else 0."""
+    """max(x, 0) elementwise; derivative in ``ReLU``."""
     return unary(ReLU, x)
 
 
 def relu6(x):
-    """min(max(x, 0), 6): the activation of MobileNet and EfficientNet-Lite."""
+    """min(max(x, 0), 6): the activation of MobileNet and EfficientNet-Lite (a clamp: derivative in ``Clamp``)."""
     return clamp(x, 0, 6)
 
 
 def leaky_relu(x, negative_slope=0.01):
-    """x where x > 0, else negative_slope * x;  the gradient is 1 or negative_slope."""
+    """x where x > 0, else negative_slope * x; derivative in ``LeakyReLU``."""
     return unary(LeakyReLU, x, float_only=True, negative_slope=negative_slope)
 
 
 def gelu(x, approximate="none"):
     """x * Phi(x), Phi the standard normal CDF (``approximate="tanh"``: its tanh approximation);
-    dy/dx = Phi(x) + x phi(x), phi the normal density."""
+    derivative in ``GELU``."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     return unary(GELU, x, float_only=True, approximate=approximate)
 
 
 def clamp(x, min=None, max=None):
-    """Limit values to [min, max]. Tensor bounds are elementwise (and get gradients too)."""
+    """Limit values to [min, max]; derivative in ``Clamp``. Tensor bounds are elementwise (maximum and
+    minimum, so they get gradients too)."""
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
@@ -468,17 +471,17 @@ class Where(Function):
 
 
 def maximum(a, b):
-    """max(a, b) elementwise, broadcasting;  the gradient goes to the larger input, half to each on a tie."""
+    """max(a, b) elementwise, broadcasting; derivative in ``Maximum``."""
     return binary(Maximum, a, b, "maximum")
 
 
 def minimum(a, b):
-    """min(a, b) elementwise, broadcasting;  the gradient goes to the smaller input, half to each on a tie."""
+    """min(a, b) elementwise, broadcasting; derivative in ``Minimum``."""
     return binary(Minimum, a, b, "minimum")
 
 
 def where(cond, a, b):
-    """a where cond else b, elementwise, all three broadcasting;  the gradient goes to the input that was picked."""
+    """a where cond else b, elementwise, all three broadcasting; derivative in ``Where``."""
     cond = cond if isinstance(cond, Tensor) else Tensor(cond, dtype=bool)
     if cond.dtype != np.dtype(bool):
         cond = cond.bool()
@@ -513,14 +516,14 @@ class Clone(Function):
 
 
 def cast(x, dtype):
-    """x converted to ``dtype``; the gradient is cast back (an integer or bool result is cut from the graph)."""
+    """x converted to ``dtype`` (an integer or bool result is cut from the graph); derivative in ``Cast``."""
     if not is_float(np.dtype(dtype)) and x.requires_grad:
         x = x.detach()  # integer results carry no gradient
     return Cast.apply(x, dtype=np.dtype(dtype))
 
 
 def clone(x):
-    """A copy of x in new memory;  dy/dx = 1."""
+    """A copy of x in new memory that stays in the graph; derivative in ``Clone``."""
     return Clone.apply(x)
 
 

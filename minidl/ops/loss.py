@@ -40,8 +40,8 @@ def nll_loss(log_probs, target, reduction="mean"):
 class CrossEntropy(Function):
     """l_i = -log softmax(x_i)[t_i] = logsumexp(x_i) - x_i[t_i];  dl_i/dx_ij = softmax(x_i)_j - [j == t_i].
 
-    One op (one kernel each way) instead of log_softmax, gather and neg: the loss runs
-    once per step, and in a small model each op's Python overhead counts.
+    One op (one kernel each way) instead of log_softmax, gather and neg, so one op's Python
+    overhead instead of three (why that matters: benchmarks/NOTES.md).
     """
     @staticmethod
     def forward(ctx, logits, target):
@@ -57,7 +57,8 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
-    """-log softmax(logits)[target], from raw scores (N, C) and class indices (N,).
+    """-log softmax(logits)[target], from raw scores (N, C) and class indices (N,); derivative in
+    ``CrossEntropy`` (with label smoothing, in ``LogSoftmax`` and ``Gather``, which it is made of then).
 
     With label smoothing e the target is (1 - e) on the right class plus e/C on every
     class: loss = (1 - e) * nll + e * mean over classes of -log_softmax.
@@ -113,6 +114,6 @@ class BCEWithLogits(Function):
 
 
 def binary_cross_entropy_with_logits(input, target, reduction="mean"):
-    """Binary cross-entropy from raw scores, computed stably (never log(0))."""
+    """Binary cross-entropy from raw scores, computed stably (never log(0)); derivative in ``BCEWithLogits``."""
     input, target = _pair("binary_cross_entropy_with_logits", input, target)
     return reduce_loss("binary_cross_entropy_with_logits", BCEWithLogits.apply(input, target), reduction)

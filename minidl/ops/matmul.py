@@ -29,7 +29,8 @@ def swap_last(be, x):
 
 
 def matmul(a, b):
-    """PyTorch's matmul: 1-D operands become a row (left) or a column (right) and lose that dim again."""
+    """PyTorch's matmul: 1-D operands become a row (left) or a column (right) and lose that dim again;
+    derivative in ``MatMul``."""
     a, b = as_tensors("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: needs tensors with at least 1 dim, got shapes {a.shape} and {b.shape}; "
@@ -54,9 +55,9 @@ class Linear(Function):
     dL/dx = G @ W,  dL/dW = G^T @ x and dL/db = sum of G, both over every row of x.
 
     The same math as ``matmul(x, weight.T) + bias``, as one op instead of three
-    (transpose, matmul, add): a Linear layer runs twice per step in every model, and
-    in a small one each op's Python overhead costs as much as its matmul. W^T and G^T
-    are transposed views; the matmul kernel reads them in place.
+    (transpose, matmul, add), to pay one op's Python overhead where a Linear layer would pay
+    three (why that matters: benchmarks/NOTES.md). W^T and G^T are transposed views; the
+    matmul kernel reads them in place.
     """
     @staticmethod
     def forward(ctx, x, weight, bias=None):
@@ -81,7 +82,7 @@ class Linear(Function):
 
 
 def linear(x, weight, bias=None):
-    """y = x @ W^T + b, PyTorch's layout: weight is (out_features, in_features)."""
+    """y = x @ W^T + b, PyTorch's layout: weight is (out_features, in_features); derivative in ``Linear``."""
     if not isinstance(x, Tensor) or x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input {getattr(x, 'shape', x)} does not fit weight {weight.shape}: "
                          f"the input's last dim must be in_features={weight.shape[-1]}")

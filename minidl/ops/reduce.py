@@ -7,23 +7,11 @@ from collections import namedtuple
 
 from ..autograd import Function
 from ..tensor import Tensor, is_float
+from .shape import gather, normalize_dims
 
 # This module defines sum, max and min: Python's builtins of those names are not used here.
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # what x.max(dim) returns, as in PyTorch
-
-
-def normalize_dims(op, dim, ndim):
-    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
-    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
-        return tuple(range(ndim))  # PyTorch: dim=() reduces over everything, like None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    n = ndim or 1  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
-    for d in dims:
-        if not -n <= d < n:
-            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims "
-                             f"(valid: {-n} to {n - 1})")
-    return tuple(sorted({d % n for d in dims})) if ndim else ()
 
 
 def _keep(be, grad, axes, keepdims):
@@ -82,7 +70,7 @@ class Extreme(Function):
 
 
 def sum(x, dim=None, keepdim=False):
-    """sum of x over ``dim`` (None: all axes; bools count their Trues);  dy/dx = 1 for every summed value."""
+    """sum of x over ``dim`` (an int, a tuple, or None for all axes; bools count their Trues); derivative in ``Sum``."""
     axes = normalize_dims("sum", dim, x.ndim)
     if x.dtype.kind == "b":
         x = x.long()  # counting Trues
@@ -90,7 +78,7 @@ def sum(x, dim=None, keepdim=False):
 
 
 def mean(x, dim=None, keepdim=False):
-    """(sum of x over ``dim``) / n, n the number of values averaged;  dy/dx = 1/n each."""
+    """(sum of x over ``dim``) / n, n the number of values averaged (float tensors only); derivative in ``Mean``."""
     axes = normalize_dims("mean", dim, x.ndim)
     if not is_float(x.dtype):
         raise TypeError(f"mean/var: need a float tensor, got {x.dtype}; convert with x.float()")
@@ -101,7 +89,8 @@ def mean(x, dim=None, keepdim=False):
 
 
 def var(x, dim=None, keepdim=False, correction=1):
-    """Mean squared distance from the mean, divided by (n - correction): unbiased by default."""
+    """sum (x - mean)^2 / (n - correction) over ``dim``: unbiased (correction=1) by default. Made of mean,
+    sub, mul and sum, so its derivative is theirs."""
     axes = normalize_dims("var", dim, x.ndim)
     count = 1
     for a in axes:
@@ -111,12 +100,12 @@ def var(x, dim=None, keepdim=False, correction=1):
 
 
 def amax(x, dim=None, keepdim=False):
-    """The largest value over ``dim`` (int, tuple or None);  the gradient is split evenly among ties for it."""
+    """The largest value over ``dim`` (int, tuple or None); derivative in ``Extreme``."""
     return Extreme.apply(x, axes=normalize_dims("amax", dim, x.ndim), keepdims=keepdim, kernel="max")
 
 
 def amin(x, dim=None, keepdim=False):
-    """The smallest value over ``dim`` (int, tuple or None);  the gradient is split evenly among ties for it."""
+    """The smallest value over ``dim`` (int, tuple or None); derivative in ``Extreme``."""
     return Extreme.apply(x, axes=normalize_dims("amin", dim, x.ndim), keepdims=keepdim, kernel="min")
 
 
@@ -143,7 +132,6 @@ def min(x, dim=None, keepdim=False):
 
 
 def _values_at(x, indices, dim, keepdim):
-    from .shape import gather  # here, not at the top: shape.py imports this module
     values = gather(x, dim, indices)
     if not keepdim:
         values, indices = values.squeeze(dim), indices.squeeze(dim)
@@ -236,20 +224,20 @@ def _on_0d(fn, x, *args):
 
 
 def softmax(x, dim):
-    """y_i = e^(x_i - max x) / sum_j e^(x_j - max x) along ``dim``;  dL/dx = y * (g - sum(g * y))."""
+    """e^x_i / sum_j e^x_j along ``dim`` (each slice sums to 1), computed stably; derivative in ``Softmax``."""
     _one_axis("softmax", x, dim)
     return _on_0d(lambda v: Softmax.apply(v, axis=_one_axis("softmax", v, dim)), _as_float(x))
 
 
 def log_softmax(x, dim):
-    """x_i - log sum_j exp(x_j) along ``dim``, computed stably by subtracting the max;
-    dL/dx = g - softmax(x) sum(g)."""
+    """x_i - log sum_j e^x_j along ``dim``, computed stably (the max subtracted first); derivative in ``LogSoftmax``."""
     _one_axis("log_softmax", x, dim)
     return _on_0d(lambda v: LogSoftmax.apply(v, axis=_one_axis("log_softmax", v, dim)), _as_float(x))
 
 
 def logsumexp(x, dim, keepdim=False):
-    """log sum_i e^x_i along ``dim`` = m + log sum_i e^(x_i - m), m = max x;  dy/dx = softmax(x)."""
+    """log sum_i e^x_i along ``dim``, computed stably as m + log sum_i e^(x_i - m), m = max x; derivative in
+    ``LogSumExp``."""
     _one_axis("logsumexp", x, dim)
     if x.ndim == 0:
         return _as_float(x).clone()

@@ -2,7 +2,8 @@
 
 They move values around without changing them, so each backward moves the
 gradient back to where the value came from (and adds up where one value went to
-many places: expand, repeated indices).
+many places: expand, repeated indices). ``normalize_dims`` reads the ``dim`` argument
+of squeeze here and of every reduction in reduce.py.
 """
 import math
 
@@ -10,7 +11,19 @@ from ..autograd import Function
 from ..backend import get_backend
 from ..tensor import Tensor, _raw_index
 from .elementwise import broadcast_shape
-from .reduce import normalize_dims
+
+
+def normalize_dims(op, dim, ndim):
+    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return tuple(range(ndim))  # PyTorch: dim=() reduces over everything, like None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    n = ndim or 1  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
+    for d in dims:
+        if not -n <= d < n:
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims "
+                             f"(valid: {-n} to {n - 1})")
+    return tuple(sorted({d % n for d in dims})) if ndim else ()
 
 
 class Reshape(Function):
@@ -56,7 +69,7 @@ class Expand(Function):
 
 
 def reshape(x, shape):
-    """The same values in a new shape (one size may be -1, inferred);  the gradient is reshaped back."""
+    """The same values in a new shape (one size may be -1, inferred); derivative in ``Reshape``."""
     shape = tuple(int(s) for s in shape)
     known = math.prod(s for s in shape if s != -1)
     if shape.count(-1) > 1 or (-1 not in shape and known != x.numel()) or \
@@ -67,7 +80,7 @@ def reshape(x, shape):
 
 
 def permute(x, dims):
-    """Reorder the axes: output axis i is input axis dims[i];  the gradient gets the inverse order."""
+    """Reorder the axes: output axis i is input axis dims[i]; derivative in ``Permute``."""
     dims = tuple(d % x.ndim for d in dims) if x.ndim else tuple(dims)
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not an ordering of the {x.ndim} dims of a {x.shape} tensor")
@@ -84,7 +97,7 @@ def transpose(x, dim0, dim1):
 
 def expand(x, shape):
     """Broadcast size-1 axes (and new leading ones) to ``shape`` without copying, -1 keeping a size;
-    the gradient is summed back."""
+    derivative in ``Expand``."""
     shape = tuple(int(s) for s in shape)
     lead = len(shape) - x.ndim
     if lead < 0:
@@ -139,7 +152,7 @@ class Cat(Function):
 
 
 def cat(tensors, dim=0):
-    """Join tensors along an existing dim (the other dims must match);  each gets back its slice of the gradient."""
+    """Join tensors along an existing dim (the other dims must match); derivative in ``Cat``."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
@@ -203,7 +216,8 @@ class Pad(Function):
 
 
 def pad(x, pad, value=0.0):
-    """PyTorch's F.pad: ``pad`` = (left, right) of the last dim, then (top, bottom) of the one before, ..."""
+    """PyTorch's F.pad: ``pad`` = (left, right) of the last dim, then (top, bottom) of the one before, ...;
+    derivative in ``Pad``."""
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: {pad} must hold (before, after) pairs for at most {x.ndim} dims, last dim first")
     pairs = [tuple(pad[i:i + 2]) for i in range(0, len(pad), 2)]
@@ -244,7 +258,7 @@ def _is_basic(index):
 
 
 def getitem(x, index):
-    """x[index] for ints, slices, None, ..., int tensors and bool masks;  the gradient is scatter-added back."""
+    """x[index] for ints, slices, None, ..., int tensors and bool masks; derivative in ``GetItem``."""
     index = _raw_index(index)
     try:
         return GetItem.apply(x, index=index)
@@ -272,7 +286,7 @@ class Gather(Function):
 
 def gather(x, dim, index):
     """y[i][j] = x[i][index[i][j]] along ``dim`` (index: integers, same ndim, no larger than x elsewhere);
-    the gradient is scatter-added back."""
+    derivative in ``Gather``."""
     if index.dtype.kind not in "iu":
         raise TypeError(f"gather: index must be an integer tensor, not {index.dtype}")
     if index.ndim != x.ndim:
@@ -301,7 +315,8 @@ class Embedding(Function):
 
 
 def embedding(ids, weight):
-    """PyTorch's F.embedding(input, weight): rows of ``weight`` picked by the integer ``ids``."""
+    """PyTorch's F.embedding(input, weight): rows of ``weight`` picked by the integer ``ids``;
+    derivative in ``Embedding``."""
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be an integer tensor, not {ids.dtype}; use ids.long()")
     n = weight.shape[0]
@@ -326,6 +341,6 @@ class ToDevice(Function):
 
 
 def to_device(x, device):
-    """The same values on another device;  the gradient is copied back to the first one."""
+    """The same values on another device; derivative in ``ToDevice``."""
     get_backend(device)  # an unknown device fails here, with the list of known ones
     return ToDevice.apply(x, device=device)

@@ -61,6 +61,7 @@ class ItemTransform:
         return None
 
     def apply(self, image, plan, resample):
+        """Carry out ``plan`` on ``image`` (a photo, or a mask with ``resample`` = nearest)."""
         raise NotImplementedError
 
 
