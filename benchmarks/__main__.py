@@ -19,13 +19,14 @@ import subprocess
 import sys
 import time
 
-from . import plots
+from . import bench_gpu, bench_matmul, plots
 from .bench_train_step import SPLIT_NOTE, busy_cores, wait_until_quiet
 from .common import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATMUL_SIZES = ["128", "256", "512", "1024", "2048"]
 MATMUL_PNG, TRAIN_STEP_PNG = "matmul_gflops.png", "train_step.png"   # written next to RESULTS.md
+VERSIONS_PNG = "matmul_versions.png"   # the matmul step by step
 NOTES_MD = os.path.join(HERE, "NOTES.md")   # written by hand; RESULTS.md's last section links to it
 
 
@@ -309,6 +310,15 @@ def main():
 
     out, how = run("bench_gpu", "--json")
     sections.append(gpu_section(json.loads(out.splitlines()[-1]), how))
+
+    # The matmul step by step (CPU: csrc/cpu/matmul_steps.cpp; GPU: csrc/cuda/matmul.cu) and the
+    # reduction's steps (csrc/cuda/reduce.cu, GB/s): each version's gain over the one before.
+    out, how = run("bench_matmul", "--versions", "--json")
+    steps = json.loads(out.splitlines()[-1])
+    bench_matmul.plot_versions(steps, os.path.join(os.path.dirname(os.path.abspath(args.out)), VERSIONS_PNG))
+    sections.append(bench_matmul.versions_section(steps, how, png=VERSIONS_PNG))
+    out, how = run("bench_gpu", "--versions", "--json")
+    sections.append(bench_gpu.reduce_versions_section(json.loads(out.splitlines()[-1]), how))
 
     text = write_results(args.out, machine, sections, verdicts, time.perf_counter() - t_start, matmul, train_step)
     print(text)

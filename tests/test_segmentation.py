@@ -239,3 +239,67 @@ def test_unet_learner_starts_frozen_on_a_pretrained_body(tmp_path):
     body_conv = learn.model[0][0].weight
     assert not body_conv.requires_grad and all(p.requires_grad for p in learn.model[1].parameters())
     assert dls.train.collate_fn.normalize is not None            # ImageNet statistics, as the body expects
+
+
+# ---------------------------------------------------------------------- the same U-Net in PyTorch
+def torch_unet(torch, n_out, widths=(256, 128, 96, 64, 32)):
+    """DynamicUnet over ResNet18's body, in plain torch.nn, with the same parameter names as ours."""
+    from test_vision_models import torch_resnet
+    tnn, F = torch.nn, torch.nn.functional
+
+    def conv_relu(a, b):
+        return tnn.Sequential(tnn.Conv2d(a, b, 3, padding=1), tnn.ReLU())
+
+    class Block(tnn.Module):
+        def __init__(self, up_in, skip_in, n):
+            super().__init__()
+            self.bn = tnn.BatchNorm2d(skip_in)
+            self.convs = tnn.Sequential(conv_relu(up_in + skip_in, n), conv_relu(n, n))
+
+        def forward(self, up, skip):
+            up = F.interpolate(up, size=skip.shape[-2:], mode="nearest")
+            return self.convs(torch.cat([up, self.bn(skip)], 1))
+
+    class Unet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch_resnet(torch, (2, 2, 2, 2))
+            del self.body.fc
+            self.decoder = tnn.ModuleList(
+                [tnn.Sequential(tnn.BatchNorm2d(512), tnn.ReLU(), conv_relu(512, widths[0]), conv_relu(*widths[:1] * 2))]
+                + [Block(u, s, n) for u, s, n in zip(widths, (256, 128, 64, 64), widths[1:])]
+                + [tnn.Sequential(conv_relu(widths[-1] + 3, widths[-1]), conv_relu(widths[-1], widths[-1]),
+                                  tnn.Conv2d(widths[-1], n_out, 1))])
+
+        def forward(self, x):
+            b = self.body
+            s2 = b.relu(b.bn1(b.conv1(x)))
+            s4 = b.layer1(b.maxpool(s2))
+            s8 = b.layer2(s4)
+            s16 = b.layer3(s8)
+            y = self.decoder[0](b.layer4(s16))
+            for block, skip in zip(self.decoder[1:5], (s16, s8, s4, s2)):
+                y = block(y, skip)
+            y = F.interpolate(y, size=x.shape[-2:], mode="nearest")
+            return self.decoder[5](torch.cat([y, x], 1))
+
+    return Unet()
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_unet_forward_matches_a_pytorch_copy(mode):
+    torch = pytest.importorskip("torch")
+    from test_vision_models import randomise_batch_norms
+    torch.manual_seed(0)
+    reference = randomise_batch_norms(torch, torch_unet(torch, n_out=5))
+    ours = DynamicUnet(create_body(resnet18, pretrained=False), 5)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    getattr(reference, mode)()
+    getattr(ours, mode)()
+    x = np.random.default_rng(0).standard_normal((2, 3, 50, 66)).astype(np.float32)   # sizes that do not halve
+    with torch.no_grad():
+        theirs = reference(torch.from_numpy(x)).numpy()
+    with minidl.no_grad():
+        mine = ours(minidl.tensor(x)).numpy()
+    assert mine.shape == theirs.shape == (2, 5, 50, 66) and np.abs(theirs).max() > 0.1
+    assert np.abs(mine - theirs).max() <= 1e-4, np.abs(mine - theirs).max()
