@@ -9,3 +9,4 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveConcatPool2d, AdaptiveMaxPool2d,
 from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,  # noqa: F401
                      CrossEntropyLossFlat, L1Loss, L1LossFlat, MSELoss, MSELossFlat)
 from .module import Hook, Module, Parameter, RemovableHandle, hook_outputs  # noqa: F401
+from .rnn import LSTM  # noqa: F401
