@@ -118,6 +118,9 @@ def test_bad_texts_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"2\.txt: the file is empty"):
         TextDataLoaders.from_folder(tmp_path)
     (tmp_path / "train" / "pos" / "2.txt").unlink()
+    (tmp_path / "train" / "unsup").mkdir()                                  # IMDb's reviews with no label
+    (tmp_path / "train" / "unsup" / "1.txt").write_text("an unlabelled review")
+    assert TextDataLoaders.from_folder(tmp_path, min_freq=1, bs=2).classes == ["neg", "pos"]
     (tmp_path / "valid" / "odd").mkdir()
     (tmp_path / "valid" / "odd" / "1.txt").write_text("another review")
     with pytest.raises(ValueError, match=r"validation labels \['odd'\] never occur in training"):

@@ -273,8 +273,11 @@ class TextDataLoaders(DataLoaders):
     @classmethod
     def from_folder(cls, path, train="train", valid="valid", is_lm=False, classes=None, **kwargs):
         """fastai's from_folder: ``path/train/<label>/*.txt`` and ``path/valid/<label>/*.txt`` (IMDb's layout,
-        with ``valid='test'``); ``classes`` keeps only those label folders (IMDb's train/ also holds unsup/)."""
+        with ``valid='test'``). ``classes``: the label folders read; by default those of the validation
+        folder, so IMDb's train/unsup (reviews with no label) stays out of a classifier's data."""
         path = Path(path)
+        if classes is None and not is_lm and (path / valid).is_dir():
+            classes = sorted(p.name for p in (path / valid).iterdir() if p.is_dir())
         texts, labels, is_valid = [], [], []
         for split, flag in ((train, False), (valid, True)):
             folder = path / split
