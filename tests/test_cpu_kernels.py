@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 if os.environ.get("MINIDL_KERNELS") == "numpy":
     pytest.skip("MINIDL_KERNELS=numpy: the C++ kernels are not in use", allow_module_level=True)
 from minidl import _C  # noqa: E402,F401  (an unbuilt extension is an error, not a skip)
+from minidl.backend.kernel_types import conv_geometry  # noqa: E402
 from minidl.backend import cpu, numpy_ref  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
@@ -104,13 +105,14 @@ def test_optimizer_steps_fall_back_for_non_contiguous_params():
 
 
 def test_optimizer_bindings_name_the_op_in_errors():
+    """Shapes are checked by the border (cpu.py); dtypes and layouts by minidl._C's dispatch."""
     p = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match="sgd_step: grad"):
-        _C.sgd_step(p, np.zeros(5, np.float32), None, 0.1, 0.0, 0.0, False, 0.0)
+        cpu.sgd_step(p, np.zeros(5, np.float32), None, 0.1, 0.0, 0.0, False, 0.0)
     with pytest.raises(TypeError, match="adam_step: exp_avg has dtype float64"):
-        _C.adam_step(p, p, np.zeros(4), np.zeros(4), 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)
+        _C.adam_step(p, p, np.zeros(4), np.zeros(4), 4, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _C.sgd_step(np.zeros(8, np.float32)[::2], p, None, 0.1, 0.0, 0.0, False, 0.0)
+        _C.sgd_step(np.zeros(8, np.float32)[::2], p, None, 4, 0.1, 0.0, 0.0, 0.0, False, False)
 
 
 # ---------------------------------------------------------------- embedding
@@ -303,14 +305,16 @@ def test_max_pool_nan_and_fully_padded_windows_follow_numpy():
 
 
 def test_conv_bindings_name_the_op_in_errors():
+    """Shapes are checked by the border (cpu.py); dtypes by minidl._C's dispatch."""
     x = np.zeros((1, 4, 5, 5), np.float32)
+    geometry = conv_geometry(x.shape, (2, 4, 3, 3), (1, 1), (0, 0), (1, 1), 1)
     with pytest.raises(TypeError, match="conv2d: dtypes float32 and float64 differ"):
-        _C.conv2d(x, np.zeros((2, 4, 3, 3)), (1, 1), (0, 0), (1, 1), 1)
+        _C.conv2d(x, np.zeros((2, 4, 3, 3)), np.zeros((1, 2, 3, 3), np.float32), geometry)
     with pytest.raises(ValueError, match="conv2d: the kernel does not fit"):
-        _C.conv2d(x, np.zeros((2, 4, 7, 7), np.float32), (1, 1), (0, 0), (1, 1), 1)
+        cpu.conv2d(x, np.zeros((2, 4, 7, 7), np.float32), (1, 1), (0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="conv2d_backward_data: grad"):
-        _C.conv2d_backward_data(np.zeros((1, 2, 2, 2), np.float32), np.zeros((2, 4, 3, 3), np.float32),
-                                [1, 4, 5, 5], (1, 1), (0, 0), (1, 1), 1)
+        cpu.conv2d_backward_data(np.zeros((1, 2, 2, 2), np.float32), np.zeros((2, 4, 3, 3), np.float32),
+                                 [1, 4, 5, 5], (1, 1), (0, 0), (1, 1), 1)
 
 
 # ---------------------------------------------------------------- batch norm
@@ -401,11 +405,13 @@ def test_channel_affine_backward_is_deterministic_across_thread_counts():
 def test_channel_affine_rejects_bad_input_with_the_op_name():
     x = np.ones((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match=r"channel_affine: scale \(4,\) should be \(3,\)"):
-        _C.channel_affine(x, np.ones(4, np.float32), np.ones(3, np.float32), 0)
-    with pytest.raises(ValueError, match="channel_affine: activation code 7"):
-        _C.channel_affine(x, np.ones(3, np.float32), np.ones(3, np.float32), 7)
+        cpu.channel_affine(x, np.ones(4, np.float32), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="channel_affine: activation code 7"):  # the kernel checks its code
+        _C.channel_affine(x, np.ones(3, np.float32), np.ones(3, np.float32), 7, np.empty_like(x), 2, 3, 4)
+    with pytest.raises(ValueError, match="channel_affine: activation must be one of"):
+        cpu.channel_affine(x, np.ones(3, np.float32), np.ones(3, np.float32), "gelu")
     with pytest.raises(ValueError, match=r"channel_affine_backward: y \(2, 3\) does not match x \(2, 3, 4\)"):
-        _C.channel_affine_backward(x, x, x[..., 0], np.ones(3, np.float32), 0)
+        cpu.channel_affine_backward(x, x, x[..., 0], np.ones(3, np.float32))
 
 
 # ---------------------------------------------------------------- softmax
@@ -480,9 +486,9 @@ def test_cross_entropy_checks_targets_and_follows_numpy_on_infinities():
         for a, r in zip(cpu.cross_entropy(x, t), numpy_ref.cross_entropy(x, t)):
             np.testing.assert_allclose(a, r, **tol(np.float64))
     with pytest.raises(IndexError, match=r"cross_entropy: target 3 is not a class index in \[0, 2\]"):
-        _C.cross_entropy(x, np.array([0, 1, 3, 0]))
+        cpu.cross_entropy(x, np.array([0, 1, 3, 0]))
     with pytest.raises(ValueError, match=r"cross_entropy: target \(3,\) should be \(4,\)"):
-        _C.cross_entropy(x, np.array([0, 1, 2]))
+        cpu.cross_entropy(x, np.array([0, 1, 2]))
 
 
 # ---------------------------------------------------------------- relu backward

@@ -43,19 +43,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
-#define MINIDL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINIDL_CLONES
-#endif
-#define MINIDL_RESTRICT __restrict__
 
 namespace minidl {
 namespace {
-
-using index_t = std::int64_t;
 
 // Split C channels into one block per thread (blocks of >= 16 channels, so that a row
 // of a block fills some cache lines); body(c0, c1) handles channels [c0, c1).
@@ -203,21 +196,8 @@ void batch_norm_backward_impl(const T* g, const T* x, const T* w, const T* mean,
 
 // ---------------------------------------------------------------- evaluation mode: channel_affine
 
-// The activation (ACT_NONE, ACT_RELU, ACT_RELU6, as in kernels.h) and the gradient it passes.
-// Written so that NaN stays NaN (as numpy's maximum and clip keep it) and compiles to
-// vector compares and blends, no branches.
-template <int Act, typename T>
-inline T activate(T v) {
-    if (Act == ACT_RELU) return v < T(0) ? T(0) : v;
-    if (Act == ACT_RELU6) return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
-    return v;
-}
-template <int Act, typename T>
-inline bool passes(T y) {
-    if (Act == ACT_RELU) return y > T(0);
-    if (Act == ACT_RELU6) return (y > T(0)) & (y < T(6));  // & not &&: no branch, so it vectorises
-    return true;
-}
+// The activations (ACT_NONE, ACT_RELU, ACT_RELU6) and the gradient each passes, activate<Act> and
+// activation_passes<Act>: csrc/common/activation.h, the table the CUDA kernels share.
 
 // g[i] where the activation passes the gradient (judged by its output y[i]), else 0; y is
 // not read without an activation.  Both loads come first, unconditionally: a load
@@ -227,7 +207,7 @@ inline T gated(const T* g, const T* y, index_t i) {
     const T gv = g[i];
     if (Act == ACT_NONE) return gv;
     const T yv = y[i];
-    return passes<Act>(yv) ? gv : T(0);
+    return activation_passes<Act>(yv) ? gv : T(0);
 }
 
 // y[i] = act(x[i] * a + b) over one run of n values of one channel.
@@ -372,41 +352,43 @@ void channel_affine_backward_impl(const T* g, const T* x, const T* y, const T* a
     }
 }
 
+// std::invalid_argument (Python's ValueError) for an activation code that is not in
+// csrc/common/activation.h: the code selects the loop, so it is checked here.
+void check_activation(const char* op, int act) {
+    if (!is_activation(act))
+        throw std::invalid_argument(std::string(op) + ": activation code " + std::to_string(act) +
+                                    " is not 0 (none), 1 (relu) or 2 (relu6)");
+}
+
 }  // namespace
 
-void batch_norm(const float* x, const float* w, const float* b, double eps, float* y, float* mean, float* var,
-                float* invstd, std::int64_t N, std::int64_t C, std::int64_t S) {
+template <typename T>
+void batch_norm(const T* x, const T* w, const T* b, double eps, T* y, T* mean, T* var, T* invstd, index_t N,
+                index_t C, index_t S) {
     batch_norm_impl(x, w, b, eps, y, mean, var, invstd, N, C, S);
 }
-void batch_norm(const double* x, const double* w, const double* b, double eps, double* y, double* mean,
-                double* var, double* invstd, std::int64_t N, std::int64_t C, std::int64_t S) {
-    batch_norm_impl(x, w, b, eps, y, mean, var, invstd, N, C, S);
-}
-void batch_norm_backward(const float* g, const float* x, const float* w, const float* mean, const float* invstd,
-                         float* dx, float* dw, float* db, std::int64_t N, std::int64_t C, std::int64_t S) {
-    batch_norm_backward_impl(g, x, w, mean, invstd, dx, dw, db, N, C, S);
-}
-void batch_norm_backward(const double* g, const double* x, const double* w, const double* mean,
-                         const double* invstd, double* dx, double* dw, double* db, std::int64_t N, std::int64_t C,
-                         std::int64_t S) {
-    batch_norm_backward_impl(g, x, w, mean, invstd, dx, dw, db, N, C, S);
-}
+MINIDL_FLOAT_KERNEL(batch_norm)
 
-void channel_affine(const float* x, const float* a, const float* b, int act, float* y, std::int64_t N,
-                    std::int64_t C, std::int64_t S) {
+template <typename T>
+void batch_norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* invstd, T* dx, T* dw, T* db,
+                         index_t N, index_t C, index_t S) {
+    batch_norm_backward_impl(g, x, w, mean, invstd, dx, dw, db, N, C, S);
+}
+MINIDL_FLOAT_KERNEL(batch_norm_backward)
+
+template <typename T>
+void channel_affine(const T* x, const T* a, const T* b, int act, T* y, index_t N, index_t C, index_t S) {
+    check_activation("channel_affine", act);
     channel_affine_impl(x, a, b, act, y, N, C, S);
 }
-void channel_affine(const double* x, const double* a, const double* b, int act, double* y, std::int64_t N,
-                    std::int64_t C, std::int64_t S) {
-    channel_affine_impl(x, a, b, act, y, N, C, S);
-}
-void channel_affine_backward(const float* g, const float* x, const float* y, const float* a, int act, float* dx,
-                             float* da, float* db, std::int64_t N, std::int64_t C, std::int64_t S) {
+MINIDL_FLOAT_KERNEL(channel_affine)
+
+template <typename T>
+void channel_affine_backward(const T* g, const T* x, const T* y, const T* a, int act, T* dx, T* da, T* db, index_t N,
+                             index_t C, index_t S) {
+    check_activation("channel_affine_backward", act);
     channel_affine_backward_impl(g, x, y, a, act, dx, da, db, N, C, S);
 }
-void channel_affine_backward(const double* g, const double* x, const double* y, const double* a, int act,
-                             double* dx, double* da, double* db, std::int64_t N, std::int64_t C, std::int64_t S) {
-    channel_affine_backward_impl(g, x, y, a, act, dx, da, db, N, C, S);
-}
+MINIDL_FLOAT_KERNEL(channel_affine_backward)
 
 }  // namespace minidl

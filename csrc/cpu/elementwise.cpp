@@ -22,17 +22,9 @@
 // norm and the activation after it in one pass.
 #include "kernels.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
-#define MINIDL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINIDL_CLONES
-#endif
-#define MINIDL_RESTRICT __restrict__
 
 namespace minidl {
 namespace {
-
-using index_t = std::int64_t;
 
 // One contiguous piece.  Written as a select, not `g * (y > 0)`: a NaN or inf gradient
 // where y <= 0 must give 0, not NaN.  GCC compiles the select to a vector compare and a
@@ -82,17 +74,16 @@ void in_pieces(index_t n, Piece piece) {
 
 }  // namespace
 
-void relu_backward(const float* g, const float* y, float* dx, std::int64_t n) {
+template <typename T>
+void relu_backward(const T* g, const T* y, T* dx, index_t n) {
     in_pieces(n, [=](index_t i0, index_t i1) { relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0); });
 }
-void relu_backward(const double* g, const double* y, double* dx, std::int64_t n) {
-    in_pieces(n, [=](index_t i0, index_t i1) { relu_backward_piece_best(g + i0, y + i0, dx + i0, i1 - i0); });
-}
-void clamp_backward(const float* g, const float* x, float* dx, std::int64_t n, float lo, float hi) {
+MINIDL_FLOAT_KERNEL(relu_backward)
+
+template <typename T>
+void clamp_backward(const T* g, const T* x, T* dx, index_t n, T lo, T hi) {
     in_pieces(n, [=](index_t i0, index_t i1) { clamp_backward_piece_best(g + i0, x + i0, dx + i0, i1 - i0, lo, hi); });
 }
-void clamp_backward(const double* g, const double* x, double* dx, std::int64_t n, double lo, double hi) {
-    in_pieces(n, [=](index_t i0, index_t i1) { clamp_backward_piece_best(g + i0, x + i0, dx + i0, i1 - i0, lo, hi); });
-}
+MINIDL_FLOAT_KERNEL(clamp_backward)
 
 }  // namespace minidl

@@ -2,8 +2,9 @@
 //
 // What:   embedding:          out[r, :] = weight[ids[r], :]          r in [0, R), weight (V, D)
 //         embedding_backward: dweight = zeros(V, D); dweight[ids[r], :] += grad[r, :]
-//         ids are int64 and already checked to lie in [0, V) (bindings.cpp wraps negatives
-//         and rejects the rest, like numpy's indexing).
+//         ids are int64 in [-V, V), a negative id counting from the end as in numpy's
+//         indexing; any other id is an IndexError (checked here, before anything is written:
+//         the ids are data, which minidl.backend.cpu does not look at).
 // FLOPs:  backward R * D adds.  Bytes: forward 2 * sizeof(T) * R * D (+ 8R for ids);
 //         backward sizeof(T) * (R*D read + V*D zero + touched rows read/write) + 8R * threads.
 // Threads: forward: OpenMP over output rows.  Backward: deterministic without atomics —
@@ -19,20 +20,36 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace minidl {
 namespace {
 
-using index_t = std::int64_t;
-
-template <typename T>
-void embedding_impl(const T* w, const index_t* ids, T* out, index_t R, index_t D) {
-#pragma omp parallel for schedule(static) if (R * D >= (1 << 17)) num_threads(num_threads())
-    for (index_t r = 0; r < R; ++r) std::memcpy(out + r * D, w + ids[r] * D, sizeof(T) * D);
+// Throws std::out_of_range (Python's IndexError) for the first id outside [-V, V).
+void check_ids(const char* op, const index_t* ids, index_t R, index_t V) {
+    for (index_t r = 0; r < R; ++r)
+        if (ids[r] < -V || ids[r] >= V)
+            throw std::out_of_range(std::string(op) + ": id " + std::to_string(ids[r]) +
+                                    " is out of range for a table of " + std::to_string(V) + " rows");
 }
 
+// The table row of id v in [-V, V).
+inline index_t row_of(index_t v, index_t V) { return v < 0 ? v + V : v; }
+
+}  // namespace
+
 template <typename T>
-void embedding_backward_impl(const T* grad, const index_t* ids, T* dw, index_t R, index_t V, index_t D) {
+void embedding(const T* w, const index_t* ids, T* out, index_t R, index_t V, index_t D) {
+    check_ids("embedding", ids, R, V);
+#pragma omp parallel for schedule(static) if (R * D >= (1 << 17)) num_threads(num_threads())
+    for (index_t r = 0; r < R; ++r) std::memcpy(out + r * D, w + row_of(ids[r], V) * D, sizeof(T) * D);
+}
+MINIDL_FLOAT_KERNEL(embedding)
+
+template <typename T>
+void embedding_backward(const T* grad, const index_t* ids, T* dw, index_t R, index_t V, index_t D) {
+    check_ids("embedding_backward", ids, R, V);
     // Parallel only for big batches or big tables: a training step's 64 rows into a
     // 10K-row table is a 2 MB memset plus 64 row adds, faster on one core than waking
     // the OpenMP workers while a data-loader thread holds the other core.
@@ -47,30 +64,15 @@ void embedding_backward_impl(const T* grad, const index_t* ids, T* dw, index_t R
         const index_t v0 = V * t / nt, v1 = V * (t + 1) / nt;
         if (v1 > v0) std::memset(dw + v0 * D, 0, sizeof(T) * (v1 - v0) * D);
         for (index_t r = 0; r < R; ++r) {
-            const index_t v = ids[r];
+            const index_t v = row_of(ids[r], V);
             if (v < v0 || v >= v1) continue;
-            T* __restrict__ dst = dw + v * D;
-            const T* __restrict__ src = grad + r * D;
+            T* MINIDL_RESTRICT dst = dw + v * D;
+            const T* MINIDL_RESTRICT src = grad + r * D;
             for (index_t d = 0; d < D; ++d) dst[d] += src[d];
         }
     }
 }
 
-}  // namespace
-
-void embedding(const float* w, const std::int64_t* ids, float* out, std::int64_t R, std::int64_t D) {
-    embedding_impl(w, ids, out, R, D);
-}
-void embedding(const double* w, const std::int64_t* ids, double* out, std::int64_t R, std::int64_t D) {
-    embedding_impl(w, ids, out, R, D);
-}
-void embedding_backward(const float* g, const std::int64_t* ids, float* dw, std::int64_t R, std::int64_t V,
-                        std::int64_t D) {
-    embedding_backward_impl(g, ids, dw, R, V, D);
-}
-void embedding_backward(const double* g, const std::int64_t* ids, double* dw, std::int64_t R, std::int64_t V,
-                        std::int64_t D) {
-    embedding_backward_impl(g, ids, dw, R, V, D);
-}
+MINIDL_FLOAT_KERNEL(embedding_backward)
 
 }  // namespace minidl

@@ -42,7 +42,10 @@
 // only 6 zmm accumulators: ~60% of numpy.  14 x 32, 28 accumulators, was the tile
 // until 2026-11-24: 6 x 64 measured 1-9% faster on ResNet18's convolutions, interleaved
 // A/B, mostly because 6 rows waste less than 14 on a conv's 64 or 576 rows.)  AVX2 has
-// 16 registers: 6 x 2 = 12 ymm accumulators, the classic 6 x 16.
+// 16 registers: 6 x 2 = 12 ymm accumulators, the classic 6 x 16, written with 32-byte
+// vectors: with the 64-byte vectors of the AVX-512 tile (one per row, each two ymm halves),
+// GCC kept the accumulators on the stack and the AVX2 build ran at 7 GFLOP/s a thread
+// instead of 80-85 (an AMD EPYC with AVX2, 2026-12-06).
 //
 // Why the scratch buffers are kept from call to call: fresh memory costs a page fault
 // per 4 KiB on first touch — ~10% at n = 512.
@@ -70,30 +73,24 @@
 #include <memory>
 #include <new>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
-#define MINIDL_X86_DISPATCH 1
+// The targets (see "Portability" above and compiler.h): target_clones for AVX2+FMA and plain
+// x86-64; AVX-512 separately (its own blocking, chosen once by matmul_dispatch below).
+#if MINIDL_X86_DISPATCH
 #define MINIDL_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define MINIDL_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
 #else
-#define MINIDL_X86_DISPATCH 0
 #define MINIDL_MULTIVERSION
 #endif
-
-// GCC and Clang only (vector types, always_inline); both are what pip uses on Linux/macOS.
-#define MINIDL_INLINE inline __attribute__((always_inline))
-#define MINIDL_RESTRICT __restrict__
 
 namespace minidl {
 namespace {
 
-using index_t = std::int64_t;
-
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
 
-// A row of the register tile is NV `Vec<T>`s: GCC/Clang vectors of 64 bytes
-// (16 floats or 8 doubles).  `acc += a_ip * b_vec` is one AVX-512 FMA, two AVX2 FMAs
-// or four SSE multiply+adds, whichever the target has.
+// Vec<T>: GCC/Clang vectors of 64 bytes (16 floats or 8 doubles), what B's packing shuffles.
+// A row of the register tile is NV vectors of the blocking's own width (Blocking::V: 64 bytes
+// on AVX-512, 32 on AVX2), so that `acc += a_ip * b_vec` is one FMA of the target.
 template <typename T> struct VecOf;
 template <> struct VecOf<float> { typedef float type __attribute__((vector_size(64))); };
 template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
@@ -108,11 +105,13 @@ using Vec = typename VecOf<T>::type;
 #ifndef MINIDL_NC  // (-D flags for tuning experiments)
 #define MINIDL_NC 4096
 #endif
-template <typename T, int MR_, int NV_, index_t KC_, index_t MC_>
+template <typename T, int MR_, int NV_, index_t KC_, index_t MC_, int VB_ = 64>
 struct Blocking {
+    static constexpr int VB = VB_;                           // bytes of one vector of the tile
+    typedef T V __attribute__((vector_size(VB_)));           // that vector: VB / sizeof(T) lanes
     static constexpr int MR = MR_;                           // rows of the register tile
-    static constexpr int NV = NV_;                           // 64-byte vectors per tile row
-    static constexpr int NR = NV_ * int(64 / sizeof(T));     // columns of the register tile
+    static constexpr int NV = NV_;                           // vectors per tile row
+    static constexpr int NR = NV_ * int(VB_ / sizeof(T));    // columns of the register tile
     static constexpr index_t KC = KC_;                       // depth of a packed block
     static constexpr index_t MC = MC_;                       // rows of an A block (multiple of MR)
     static constexpr index_t NC = MINIDL_NC;                 // columns of a B block
@@ -124,7 +123,7 @@ struct Blocking {
 #define MINIDL_AVX512_MC (6 * 56)
 #endif
 template <typename T> using Avx512Blocking = Blocking<T, 6, 4, MINIDL_AVX512_KC, MINIDL_AVX512_MC>;
-template <typename T> using Avx2Blocking = Blocking<T, 6, 1, 256, 6 * 16>;
+template <typename T> using Avx2Blocking = Blocking<T, 6, 2, 256, 6 * 16, 32>;  // 32-byte vectors: see above
 
 // Scratch buffers that live as long as the thread (OpenMP's pool threads are reused
 // from call to call): a fresh new[] per call costs a page fault per 4 KiB touched.
@@ -255,19 +254,20 @@ template <typename Blk, typename T>
 MINIDL_INLINE void micro_kernel(index_t kc, const T* MINIDL_RESTRICT a, const T* MINIDL_RESTRICT b,
                                 T* MINIDL_RESTRICT c, index_t ldc, index_t rows, index_t cols,
                                 bool accumulate) {
-    constexpr int MR = Blk::MR, NV = Blk::NV, NR = Blk::NR, W = 64 / sizeof(T);
+    constexpr int MR = Blk::MR, NV = Blk::NV, NR = Blk::NR, W = Blk::VB / sizeof(T);
+    using V = typename Blk::V;
     // Ask for the C tile now (all NV cache lines of each row): it is needed only at the
     // end, and from L3 or memory it would take longer to arrive than the FMAs take.
     for (int i = 0; i < MR; ++i)
         for (int v = 0; v < NV; ++v)
             __builtin_prefetch(c + std::min<index_t>(i, rows - 1) * ldc + v * W, 1);
-    Vec<T> acc[MR][NV] = {};
+    V acc[MR][NV] = {};
     // Unrolled 4 deep: the loop's own instructions (pointer bumps, compare, branch) then
     // come once per 4 x MR x NV FMAs.  Measured: 3-10% more GFLOP/s on 1 and 2 threads.
 #pragma GCC unroll 4
     for (index_t p = 0; p < kc; ++p) {
-        Vec<T> bv[NV];
-        for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + p * NR + v * W, sizeof(Vec<T>));
+        V bv[NV];
+        for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + p * NR + v * W, sizeof(V));
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
             const T ai = a[p * MR + i];          // broadcast from memory
@@ -280,9 +280,9 @@ MINIDL_INLINE void micro_kernel(index_t kc, const T* MINIDL_RESTRICT a, const T*
         if (cols == NR) {                          // full rows: vector load, add, store
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) {
-                Vec<T> out = acc[i][v];
+                V out = acc[i][v];
                 if (accumulate) {
-                    Vec<T> old;
+                    V old;
                     std::memcpy(&old, c_row + v * W, sizeof old);
                     out += old;
                 }
@@ -427,18 +427,25 @@ void matmul_dispatch(const T* a, const Strides& as, const T* b, const Strides& b
 
 }  // namespace
 
-#define MINIDL_MATMUL_DEFINE(T)                                                                           \
-    void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs,    \
-                std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K, bool accumulate) {   \
-        matmul_dispatch(a, as, b, bs, c, cs, batch, M, N, K, accumulate);                                \
-    }                                                                                                     \
-    void matmul(const T* a, const T* b, T* c, std::int64_t batch, std::int64_t M, std::int64_t N,         \
-                std::int64_t K) {                                                                         \
-        matmul_dispatch(a, Strides{M * K, K, 1}, b, Strides{K * N, N, 1}, c, Strides{M * N, N, 1}, batch, \
-                        M, N, K, false);                                                                  \
-    }
-MINIDL_MATMUL_DEFINE(float)
-MINIDL_MATMUL_DEFINE(double)
-#undef MINIDL_MATMUL_DEFINE
+template <typename T>
+void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs, index_t batch,
+            index_t M, index_t N, index_t K, bool accumulate) {
+    matmul_dispatch(a, as, b, bs, c, cs, batch, M, N, K, accumulate);
+}
+template void matmul<float>(const float*, const Strides&, const float*, const Strides&, float*, const Strides&,
+                            index_t, index_t, index_t, index_t, bool);
+template void matmul<double>(const double*, const Strides&, const double*, const Strides&, double*, const Strides&,
+                             index_t, index_t, index_t, index_t, bool);
+
+// minidl._C.matmul (its line in bindings.cpp): out (batch, M, N), C-contiguous, = a @ b, with a
+// (batch, M, K) and b (batch, K, N) read through their strides (minidl.backend.cpu.matmul
+// checks the shapes, broadcasts batch dims and allocates out).
+template <typename T>
+void matmul(Matrix<const T> a, Matrix<const T> b, T* out) {
+    matmul(a.data, a.strides, b.data, b.strides, out, Strides{a.rows * b.cols, b.cols, 1}, a.batch, a.rows, b.cols,
+           a.cols);
+}
+template void matmul<float>(Matrix<const float>, Matrix<const float>, float*);
+template void matmul<double>(Matrix<const double>, Matrix<const double>, double*);
 
 }  // namespace minidl

@@ -12,7 +12,7 @@
 //         first step); adam: sizeof(T) * n * (4 reads + 3 writes).
 // Threads: OpenMP over chunks of 16K elements, one thread below 512K elements (see
 //         kParallelMin); set with _C.set_num_threads(n).
-//         The per-chunk loop is multiversioned (AVX-512 / AVX2 / x86-64) like matmul.cpp.
+//         The per-chunk loop is multiversioned (AVX-512 / AVX2 / x86-64, compiler.h).
 // Reference: `sgd_step`, `adam_step` in minidl/backend/numpy_ref.py
 // Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "sgd or adam"
 // Bench:  .venv/bin/python -m benchmarks.bench_optim   (GB/s against ~25 GB/s per core)
@@ -21,20 +21,13 @@
 #include <algorithm>
 #include <cmath>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
-#define MINIDL_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINIDL_MULTIVERSION
-#endif
 // setup.py passes -fno-math-errno: without it std::sqrt may set errno, a side effect
 // that stops GCC from vectorizing it (vsqrtps); here v >= 0, so errno is never set anyway.
 #define MINIDL_NO_ERRNO
-#define MINIDL_INLINE inline __attribute__((always_inline))
 
 namespace minidl {
 namespace {
 
-using index_t = std::int64_t;
 constexpr index_t kChunk = 1 << 14;
 // One thread below 512K elements (2 MB of float32 parameters): in a real training loop
 // (examples/collab.py) a data-loader thread competes for the cores, and waking
@@ -43,7 +36,7 @@ constexpr index_t kChunk = 1 << 14;
 constexpr index_t kParallelMin = 1 << 19;
 
 template <typename T>
-MINIDL_INLINE void sgd_chunk_t(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf, index_t n,
+MINIDL_INLINE void sgd_chunk_t(T* MINIDL_RESTRICT p, const T* MINIDL_RESTRICT g, T* MINIDL_RESTRICT buf, index_t n,
                         T lr, T mom, T wd, T damp1, bool nesterov, bool first) {
     if (!buf) {  // momentum == 0
         for (index_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
@@ -70,7 +63,7 @@ MINIDL_INLINE void sgd_chunk_t(T* __restrict__ p, const T* __restrict__ g, T* __
 }
 
 template <typename T>
-MINIDL_INLINE void adam_chunk_t(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
+MINIDL_INLINE void adam_chunk_t(T* MINIDL_RESTRICT p, const T* MINIDL_RESTRICT g, T* MINIDL_RESTRICT m, T* MINIDL_RESTRICT v,
                          index_t n, T decay, T wd, T b1, T omb1, T b2, T omb2, T inv_sqrt_bc2, T eps,
                          T step_size) {
     for (index_t i = 0; i < n; ++i) {
@@ -85,20 +78,20 @@ MINIDL_INLINE void adam_chunk_t(T* __restrict__ p, const T* __restrict__ g, T* _
 }
 
 // target_clones applies to plain functions, not templates.
-MINIDL_MULTIVERSION void sgd_chunk_f32(float* p, const float* g, float* buf, index_t n, float lr, float mom,
+MINIDL_CLONES void sgd_chunk_f32(float* p, const float* g, float* buf, index_t n, float lr, float mom,
                                        float wd, float damp1, bool nesterov, bool first) {
     sgd_chunk_t(p, g, buf, n, lr, mom, wd, damp1, nesterov, first);
 }
-MINIDL_MULTIVERSION void sgd_chunk_f64(double* p, const double* g, double* buf, index_t n, double lr,
+MINIDL_CLONES void sgd_chunk_f64(double* p, const double* g, double* buf, index_t n, double lr,
                                        double mom, double wd, double damp1, bool nesterov, bool first) {
     sgd_chunk_t(p, g, buf, n, lr, mom, wd, damp1, nesterov, first);
 }
-MINIDL_MULTIVERSION MINIDL_NO_ERRNO void adam_chunk_f32(float* p, const float* g, float* m, float* v, index_t n,
+MINIDL_CLONES MINIDL_NO_ERRNO void adam_chunk_f32(float* p, const float* g, float* m, float* v, index_t n,
                                                         float decay, float wd, float b1, float omb1, float b2,
                                                         float omb2, float isb, float eps, float ss) {
     adam_chunk_t(p, g, m, v, n, decay, wd, b1, omb1, b2, omb2, isb, eps, ss);
 }
-MINIDL_MULTIVERSION MINIDL_NO_ERRNO void adam_chunk_f64(double* p, const double* g, double* m, double* v,
+MINIDL_CLONES MINIDL_NO_ERRNO void adam_chunk_f64(double* p, const double* g, double* m, double* v,
                                                         index_t n, double decay, double wd, double b1,
                                                         double omb1, double b2, double omb2, double isb,
                                                         double eps, double ss) {
@@ -123,9 +116,13 @@ inline void adam_chunk(double* p, const double* g, double* m, double* v, index_t
     adam_chunk_f64(p, g, m, v, n, decay, wd, b1, 1 - b1, b2, 1 - b2, isb, eps, ss);
 }
 
+}  // namespace
+
+// buf: the momentum buffer (null when momentum == 0); first: the step that creates it (buf = g).
 template <typename T>
-void sgd_step_impl(T* p, const T* g, T* buf, index_t n, double lr, double mom, double wd, double damp,
-                   bool nesterov, bool first) {
+void sgd_step(T* p, const T* g, T* buf, index_t n, double lr, double mom, double wd, double damp, bool nesterov,
+              bool first) {
+    if (mom == 0) buf = nullptr;
     const index_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(num_threads())
     for (index_t c = 0; c < chunks; ++c) {
@@ -133,10 +130,11 @@ void sgd_step_impl(T* p, const T* g, T* buf, index_t n, double lr, double mom, d
         sgd_chunk(p + lo, g + lo, buf ? buf + lo : nullptr, len, lr, mom, wd, 1 - damp, nesterov, first);
     }
 }
+MINIDL_FLOAT_KERNEL(sgd_step)
 
 template <typename T>
-void adam_step_impl(T* p, const T* g, T* m, T* v, index_t n, long step, double lr, double b1, double b2,
-                    double eps, double wd, bool decoupled) {
+void adam_step(T* p, const T* g, T* m, T* v, index_t n, long step, double lr, double b1, double b2, double eps,
+               double wd, bool decoupled) {
     const double bc1 = 1 - std::pow(b1, double(step)), bc2 = 1 - std::pow(b2, double(step));
     const double decay = decoupled ? 1 - lr * wd : 1.0, l2 = decoupled ? 0.0 : wd;
     const double isb = 1 / std::sqrt(bc2), ss = lr / bc1;
@@ -147,24 +145,6 @@ void adam_step_impl(T* p, const T* g, T* m, T* v, index_t n, long step, double l
         adam_chunk(p + lo, g + lo, m + lo, v + lo, len, decay, l2, b1, b2, isb, eps, ss);
     }
 }
-
-}  // namespace
-
-void sgd_step(float* p, const float* g, float* buf, std::int64_t n, double lr, double mom, double wd,
-              double damp, bool nesterov, bool first) {
-    sgd_step_impl(p, g, buf, n, lr, mom, wd, damp, nesterov, first);
-}
-void sgd_step(double* p, const double* g, double* buf, std::int64_t n, double lr, double mom, double wd,
-              double damp, bool nesterov, bool first) {
-    sgd_step_impl(p, g, buf, n, lr, mom, wd, damp, nesterov, first);
-}
-void adam_step(float* p, const float* g, float* m, float* v, std::int64_t n, long step, double lr, double b1,
-               double b2, double eps, double wd, bool decoupled) {
-    adam_step_impl(p, g, m, v, n, step, lr, b1, b2, eps, wd, decoupled);
-}
-void adam_step(double* p, const double* g, double* m, double* v, std::int64_t n, long step, double lr,
-               double b1, double b2, double eps, double wd, bool decoupled) {
-    adam_step_impl(p, g, m, v, n, step, lr, b1, b2, eps, wd, decoupled);
-}
+MINIDL_FLOAT_KERNEL(adam_step)
 
 }  // namespace minidl

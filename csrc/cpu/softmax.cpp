@@ -41,23 +41,17 @@
 //   numpy's ~10 ufunc calls cost more than the work.  (With std::exp: 0.5-0.8x.)
 //
 // The row functions are compiled for AVX-512, AVX2 and baseline x86-64 and the best is
-// picked at run time (GCC's target_clones, as in matmul.cpp); the build stays portable.
+// picked at run time (GCC's target_clones, compiler.h); the build stays portable.
 #include "kernels.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MINIDL_NO_MULTIVERSION)
-#define MINIDL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINIDL_CLONES
-#endif
+#include <stdexcept>
+#include <string>
 
 namespace minidl {
 namespace {
-
-using index_t = std::int64_t;
 
 template <typename T> struct ExpConsts;
 template <> struct ExpConsts<float> {
@@ -220,16 +214,24 @@ void over_rows(index_t R, index_t D, Body body) {
 
 }  // namespace
 
-#define MINIDL_SOFTMAX_DEFINE(T)                                                                        \
-    void softmax(const T* x, T* y, std::int64_t R, std::int64_t D, bool log) {                          \
-        over_rows(R, D, [&](index_t r0, index_t r1) { softmax_rows(x, y, r0, r1, D, log); });           \
-    }                                                                                                   \
-    void cross_entropy(const T* x, const std::int64_t* t, T* loss, T* dlogits, std::int64_t R,         \
-                       std::int64_t D) {                                                                \
-        over_rows(R, D, [&](index_t r0, index_t r1) { ce_rows(x, t, loss, dlogits, r0, r1, D); });      \
-    }
-MINIDL_SOFTMAX_DEFINE(float)
-MINIDL_SOFTMAX_DEFINE(double)
-#undef MINIDL_SOFTMAX_DEFINE
+// Over the rows of x viewed as (R, D): softmax (log = false) or log-softmax (log = true).
+template <typename T>
+void softmax(const T* x, T* y, index_t R, index_t D, bool log) {
+    if (D) over_rows(R, D, [&](index_t r0, index_t r1) { softmax_rows(x, y, r0, r1, D, log); });
+}
+MINIDL_FLOAT_KERNEL(softmax)
+
+// loss[r] and dlogits[r, :] against one target class t[r] per row; std::out_of_range (Python's
+// IndexError) for a target outside [0, D), checked before anything is written: the kernel
+// indexes with the targets, which minidl.backend.cpu does not look at.
+template <typename T>
+void cross_entropy(const T* x, const index_t* t, T* loss, T* dlogits, index_t R, index_t D) {
+    for (index_t r = 0; r < R; ++r)
+        if (t[r] < 0 || t[r] >= D)
+            throw std::out_of_range("cross_entropy: target " + std::to_string(t[r]) + " is not a class index in [0, " +
+                                    std::to_string(D - 1) + "]");
+    over_rows(R, D, [&](index_t r0, index_t r1) { ce_rows(x, t, loss, dlogits, r0, r1, D); });
+}
+MINIDL_FLOAT_KERNEL(cross_entropy)
 
 }  // namespace minidl

@@ -10,7 +10,8 @@
 // batch_norm_backward_reduce  dbias[c] = sum g;  dweight[c] = sum g * xhat,  xhat = (x - mean) * invstd
 // batch_norm_backward_apply   dx = weight * invstd / M * (M g - dbias - xhat * dweight)
 // Evaluation mode (fixed statistics: batch norm is a per-channel affine map), fused with
-// the activation after it; act 0 none, 1 ReLU, 2 ReLU6 (as csrc/cpu/kernels.h, enum Activation):
+// the activation after it; act: a code of csrc/common/activation.h (none, ReLU, ReLU6), the
+// table and the functions the C++ kernels share:
 // channel_affine       y = act(x * scale[c] + shift[c])
 // channel_affine_backward   gm = g where act passes (y > 0; 0 < y < 6 for ReLU6), else 0;
 //                      dx = gm * scale[c];  dscale[c] = sum gm * x;  dshift[c] = sum gm
@@ -22,6 +23,7 @@
 // Test: pytest tests/test_emu_kernels.py -k "batch_norm or channel_affine", on "emu"
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
+#include "../common/activation.h"
 #include "block_reduce.cuh"
 
 // Element k of channel c: sample k / S, position k % S.
@@ -92,18 +94,6 @@ extern "C" __global__ void batch_norm_backward_apply(const float* __restrict__ g
         float xhat = (x[e] - mean[c]) * invstd[c];
         dx[e] = weight[c] * invstd[c] / (float)M * ((float)M * grad[e] - dbias[c] - xhat * dweight[c]);
     }
-}
-
-__device__ float activate(int act, float v) {
-    if (act == 1) return v < 0.0f ? 0.0f : v;                              // NaN stays NaN, as in numpy
-    if (act == 2) return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
-    return v;
-}
-
-__device__ bool activation_passes(int act, float y) {
-    if (act == 1) return y > 0.0f;
-    if (act == 2) return y > 0.0f && y < 6.0f;
-    return true;
 }
 
 extern "C" __global__ void channel_affine(const float* __restrict__ x, const float* __restrict__ scale,

@@ -1,7 +1,8 @@
 // conv.cu: the gathers that turn a 2-D convolution into a matmul, and a direct depthwise convolution.
 //
-// x is (N, C, H, W), the output (N, O, OH, OW) with OH = (H + 2ph - dh(kh - 1) - 1) / sh + 1
-// (likewise OW). The host (minidl/backend/cuda.py) composes these with matmul.cu:
+// x is (N, C, H, W), the output (N, O, OH, OW): the sizes, kernel, stride, padding and dilation
+// come in one ConvGeometry record (csrc/common/conv_geometry.h, with its OH and OW computed by
+// minidl/backend/kernel_types.py). The host (minidl/backend/cuda.py) composes these with matmul.cu:
 //   forward        cols = im2col(x)                    (N, C*kh*kw, OH*OW)
 //                  out[n] = w (O, C*kh*kw) @ cols[n]    matmul_tiled, batched over n
 //   backward data  dcols[n] = w^T @ grad[n]             matmul_tiled with transA
@@ -28,19 +29,13 @@
 // Test: pytest tests/test_emu_kernels.py -k "test_conv2d"  (test_conv2d, test_conv2d_layers (depthwise)), on "emu"
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
+#include "../common/conv_geometry.h"
 #include "block_reduce.cuh"
 
-struct ConvShape {
-    int N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
-};
+typedef ConvGeometryOf<int> ConvGeometry;  // 32-bit sizes on the GPU; the host passes it as an int32 array
 
-// The kernels take the 14 sizes as one int array (dims), in ConvShape's order.
-__device__ ConvShape conv_shape(const int* d) {
-    return ConvShape{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13]};
-}
-
-extern "C" __global__ void im2col(const float* __restrict__ x, float* __restrict__ cols, const int* __restrict__ dims) {
-    ConvShape s = conv_shape(dims);
+extern "C" __global__ void im2col(const float* __restrict__ x, float* __restrict__ cols, const ConvGeometry* __restrict__ geometry) {
+    const ConvGeometry s = *geometry;
     long long L = (long long)s.OH * s.OW, KK = (long long)s.kh * s.kw;
     long long total = (long long)s.N * s.C * KK * L;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
@@ -53,8 +48,8 @@ extern "C" __global__ void im2col(const float* __restrict__ x, float* __restrict
     }
 }
 
-extern "C" __global__ void col2im(const float* __restrict__ cols, float* __restrict__ dx, const int* __restrict__ dims) {
-    ConvShape s = conv_shape(dims);
+extern "C" __global__ void col2im(const float* __restrict__ cols, float* __restrict__ dx, const ConvGeometry* __restrict__ geometry) {
+    const ConvGeometry s = *geometry;
     long long L = (long long)s.OH * s.OW, KK = (long long)s.kh * s.kw;
     long long total = (long long)s.N * s.C * s.H * s.W;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
@@ -79,8 +74,8 @@ extern "C" __global__ void col2im(const float* __restrict__ cols, float* __restr
 }
 
 extern "C" __global__ void depthwise_conv2d(const float* __restrict__ x, const float* __restrict__ wt,
-                                            float* __restrict__ out, const int* __restrict__ dims) {
-    ConvShape s = conv_shape(dims);
+                                            float* __restrict__ out, const ConvGeometry* __restrict__ geometry) {
+    const ConvGeometry s = *geometry;
     long long total = (long long)s.N * s.C * s.OH * s.OW;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
         int ox = e % s.OW, oy = e / s.OW % s.OH;
@@ -102,8 +97,8 @@ extern "C" __global__ void depthwise_conv2d(const float* __restrict__ x, const f
 }
 
 extern "C" __global__ void depthwise_conv2d_backward_data(const float* __restrict__ grad, const float* __restrict__ wt,
-                                                          float* __restrict__ dx, const int* __restrict__ dims) {
-    ConvShape s = conv_shape(dims);
+                                                          float* __restrict__ dx, const ConvGeometry* __restrict__ geometry) {
+    const ConvGeometry s = *geometry;
     long long total = (long long)s.N * s.C * s.H * s.W;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
         int w = e % s.W, h = e / s.W % s.H;
@@ -125,9 +120,9 @@ extern "C" __global__ void depthwise_conv2d_backward_data(const float* __restric
 }
 
 extern "C" __global__ void depthwise_conv2d_backward_weight(const float* __restrict__ grad, const float* __restrict__ x,
-                                                            float* __restrict__ dwt, const int* __restrict__ dims) {
+                                                            float* __restrict__ dwt, const ConvGeometry* __restrict__ geometry) {
     extern __shared__ float shared[];
-    ConvShape s = conv_shape(dims);
+    const ConvGeometry s = *geometry;
     int j = blockIdx.x % s.kw, i = blockIdx.x / s.kw % s.kh, c = blockIdx.x / (s.kw * s.kh);
     long long L = (long long)s.OH * s.OW;
     float acc = 0.0f;

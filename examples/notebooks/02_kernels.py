@@ -12,15 +12,16 @@
 # ---
 
 # %% [markdown]
-# # 02 — The kernels: one matmul, four ways
+# # 02 — The kernels: one matmul, from Python loops to a GPU
 #
 # Every op in minidl asks its tensor's *backend* for kernels by name. The same product
 # $C = AB$, $C_{mn} = \sum_k A_{mk} B_{kn}$, exists as:
 #
 # 1. a numpy reference (`minidl/backend/numpy_ref.py`: the ground truth every kernel is tested against);
-# 2. a C++ kernel (`csrc/cpu/matmul.cpp`: packed panels, cache blocking, a register-blocked micro-kernel, OpenMP);
-# 3. two CUDA kernels (`csrc/cuda/matmul.cu`: a naive one and a shared-memory tiled one),
-#    run here on the **emu** device: the unmodified `.cu` compiled by g++ against
+# 2. C++ kernels, in five steps from naive to minidl's own (`csrc/cpu/matmul_steps.cpp`, then
+#    `csrc/cpu/matmul.cpp`: packed panels, cache blocking, a register-blocked micro-kernel, OpenMP);
+# 3. seven CUDA kernels, each adding one idea (`csrc/cuda/matmul.cu`: naive, coalesced, shared-memory
+#    tiles, 1-D and 2-D register tiles, vectorised loads, warp tiles), run here on the **emu** device: the unmodified `.cu` compiled by g++ against
 #    `csrc/emu/cuda_emu.h`, each CUDA thread a real CPU thread. Slow, but it checks the
 #    kernel's logic on a machine without a GPU. On a machine with one, the same
 #    host code runs them on the "cuda" device.
@@ -85,11 +86,35 @@ for n in (64, 256) if QUICK else (64, 256, 512):
     print(f"n={n:4d}: numpy {gflops(numpy_ref.matmul):6.1f} GFLOP/s   minidl C++ {gflops(cpu.matmul):6.1f} GFLOP/s")
 
 # %% [markdown]
+# ## Where the C++ speed comes from, one idea at a time
+# `csrc/cpu/matmul_steps.cpp` holds the same product five times, each step adding one idea
+# (its header says which): v0 the definition (B read down its columns), v1 the loop order that
+# reads rows (the compiler vectorises it), v2 blocks of B that stay in cache, v3 packed operands
+# and a tile of C kept in registers, v4 minidl's kernel. One thread each, so the gain is the idea's.
+# (`python -m benchmarks.bench_matmul --versions` prints the same table at n = 1024.)
+
+# %%
+from minidl import _C
+
+n = 128 if QUICK else 384
+a = rng.standard_normal((n, n)).astype(np.float32)
+b = rng.standard_normal((n, n)).astype(np.float32)
+minidl_threads = _C.get_num_threads()
+_C.set_num_threads(1)
+numpy_gflops = 2 * n ** 3 / best_time(lambda: numpy_ref.matmul(a, b)) / 1e9
+for version, name in enumerate(_C.MATMUL_STEPS):
+    assert np.allclose(_C.matmul_step(version, a, b), a @ b, rtol=1e-3, atol=1e-3)
+    gflops = 2 * n ** 3 / best_time(lambda: _C.matmul_step(version, a, b)) / 1e9
+    print(f"{name:18s} {gflops:7.2f} GFLOP/s  ({gflops / numpy_gflops:5.2f} x numpy's {numpy_gflops:.1f})")
+_C.set_num_threads(minidl_threads)
+
+# %% [markdown]
 # ## 3. The CUDA kernels, on the emulator
-# The naive kernel gives each thread one element of $C$: it reads a row of $A$ and a column
-# of $B$ from global memory, two loads per multiply-add. The tiled kernel first copies a
-# 64×8 tile of $A$ and an 8×64 tile of $B$ into shared memory, and each of its 256 threads
-# accumulates a 4×4 patch of $C$ in registers. Here is the start of the file:
+# `csrc/cuda/matmul.cu` climbs the same way on a GPU: v1 gives each thread one element of $C$
+# (two loads from global memory per multiply-add), v2 lets a warp's 32 threads read neighbouring
+# columns (coalesced), v3 stages tiles in shared memory, v4 and v5 keep 16 outputs per thread in
+# registers, v6 loads four floats at a time, v7 splits the block's tile between warps. Here is
+# the start of the file:
 
 # %%
 from minidl.backend.cuda import CUDA_DIR

@@ -1,7 +1,19 @@
 """The C++ kernels of csrc/cpu (the extension module minidl._C), with numpy semantics.
 
-``KERNELS`` maps a kernel name to a function over numpy arrays; the "cpu" backend
-uses it in place of the reference kernel of the same name in numpy_ref.py.
+This module is the border between Python and the C++ kernels, and the one place that checks
+their arguments. Each function here, named like the reference kernel in numpy_ref.py that it
+replaces on the "cpu" device (``KERNELS``):
+
+1. falls back to that reference kernel for what the C++ kernel does not take (other dtypes,
+   layouts it cannot update in place, other axes, empty arrays);
+2. checks the rest, raising an error that names the op, the shapes and the fix;
+3. allocates the outputs and calls minidl._C, which hands the arrays straight to the kernel
+   (csrc/cpu/bindings.cpp picks float32 or float64 and checks dtypes and layouts, not sizes).
+
+Shapes that do not match are errors here as in any implementation; a kernel that indexes
+memory with its data (embedding ids, class targets, max-pool winners) checks those values
+itself (IndexError). The hot paths (matmul, the optimizer steps, batch norm) keep their
+checks to a few attribute reads: they run once per layer or parameter per step.
 """
 import math
 import os
@@ -9,6 +21,7 @@ import os
 import numpy as np
 
 from . import numpy_ref
+from .kernel_types import activation_code, conv_geometry, pool_geometry
 
 try:
     from minidl import _C
@@ -23,9 +36,27 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Every fresh array of more than 128 KiB costs glibc's malloc an mmap and a page fault per
 # 4 KiB, which for a training step's activations costs more than the kernels that fill
 # them (a small CNN's step: 26 ms -> 19.5 ms with this).  Keep freed memory for reuse,
-# unless MINIDL_KEEP_MEMORY=0.  (csrc/cpu/bindings.cpp, keep_freed_memory.)
+# unless MINIDL_KEEP_MEMORY=0.  (csrc/cpu/malloc_tuning.cpp.)
 MALLOC_TUNED = os.environ.get("MINIDL_KEEP_MEMORY", "1") != "0" and _C.keep_freed_memory()
 
+
+def _same_float(*arrays):
+    """True when every argument is a numpy array of one float dtype (float32 or float64)."""
+    dtype = getattr(arrays[0], "dtype", None)
+    if dtype not in FLOAT_DTYPES:
+        return False
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != dtype:
+            return False
+    return True
+
+
+def _int64(a):
+    """An integer array as int64, the index type of the kernels (a copy only if it is not already)."""
+    return a.astype(np.int64, copy=False)
+
+
+# ---------------------------------------------------------------- matmul (matmul.cpp)
 
 def matmul(a, b):
     """(..., M, K) @ (..., K, N) -> (..., M, N), exactly numpy.matmul; batch dims broadcast.
@@ -35,33 +66,36 @@ def matmul(a, b):
     """
     if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in FLOAT_DTYPES:
         return np.matmul(a, b)
-    if a.ndim == 2 and b.ndim == 2:  # the common case (a Linear layer): no batch to broadcast
-        if a.shape[1] != b.shape[0]:
-            raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[1]} and {b.shape[0]} differ")
-        return _C.matmul(a, b)
     (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
     if k != k2:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims {k} and {k2} differ")
+    if a.ndim == 2 and b.ndim == 2:  # the common case (a Linear layer): no batch to broadcast
+        out = np.empty((m, n), a.dtype)
+        _C.matmul(a, b, out)
+        return out
     try:
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch dims {a.shape[:-2]} and "
                          f"{b.shape[:-2]} do not broadcast") from None
+    out = np.empty(batch + (m, n), a.dtype)
     if math.prod(b.shape[:-2]) == 1:
         # One shared right operand (a layer's weight): all of a's rows in one (batch*M, K) @ (K, N).
         # (reshape gives views where the strides allow, copies otherwise)
-        rows = math.prod(a.shape[:-1])
-        out = _C.matmul(a.reshape(1, rows, k), b.reshape(1, k, n))
+        _C.matmul(a.reshape(1, math.prod(a.shape[:-1]), k), b.reshape(1, k, n), out)
     else:
         nb = math.prod(batch)
         a3 = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(nb, m, k)
         b3 = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(nb, k, n)
-        out = _C.matmul(a3, b3)
-    return out.reshape(batch + (m, n))
+        _C.matmul(a3, b3, out)
+    return out
 
 
-def _contiguous_float(*arrays):
-    """True when every array is a C-contiguous, writable float32/float64 array of one dtype.
+# ---------------------------------------------------------------- optimizer steps (optim.cpp)
+
+def _updatable(*arrays):
+    """True when every array is a C-contiguous, writable float32/float64 array of one dtype:
+    what a kernel can update in place.
 
     (A plain loop, not all(... for ...): the optimizer asks this for every parameter of
     every step, and a generator costs more than the checks.)
@@ -78,6 +112,17 @@ def _contiguous_float(*arrays):
     return True
 
 
+def _check_grad(op, grad, param):
+    """A ValueError naming op unless grad broadcasts to param's shape (the reference's semantics)."""
+    try:
+        fits = np.broadcast_shapes(np.shape(grad), param.shape) == param.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: grad {np.shape(grad)} does not match param {param.shape} "
+                         f"(it must have the parameter's shape, or broadcast to it)")
+
+
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening=0.0):
     """numpy_ref.sgd_step, fused in one pass (csrc/cpu/optim.cpp); same in-place semantics and return.
 
@@ -86,11 +131,18 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, da
     """
     momentum = float(momentum)
     inplace = (param,) if momentum == 0 or momentum_buf is None else (param, momentum_buf)
-    if (not _contiguous_float(*inplace) or not isinstance(grad, np.ndarray) or grad.dtype != param.dtype
+    if (not _updatable(*inplace) or not isinstance(grad, np.ndarray) or grad.dtype != param.dtype
             or grad.shape != param.shape):
+        _check_grad("sgd_step", grad, param)
         return numpy_ref.sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening)
-    return _C.sgd_step(param, grad, momentum_buf, float(lr), momentum, float(weight_decay), bool(nesterov),
-                       float(dampening))
+    if momentum == 0:
+        _C.sgd_step(param, grad, None, param.size, lr, 0.0, weight_decay, dampening, bool(nesterov), False)
+        return momentum_buf
+    first = momentum_buf is None
+    if first:
+        momentum_buf = np.empty(param.shape, param.dtype)
+    _C.sgd_step(param, grad, momentum_buf, param.size, lr, momentum, weight_decay, dampening, bool(nesterov), first)
+    return momentum_buf
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
@@ -98,21 +150,29 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
     step = int(step)
     if step < 1:
         raise ValueError(f"adam_step: step={step}, but steps count from 1 (the first update is step 1)")
-    if (not _contiguous_float(param, exp_avg, exp_avg_sq) or not isinstance(grad, np.ndarray)
-            or grad.dtype != param.dtype or grad.shape != param.shape
-            or exp_avg.shape != param.shape or exp_avg_sq.shape != param.shape):
+    if (not _updatable(param, exp_avg, exp_avg_sq) or not isinstance(grad, np.ndarray) or grad.dtype != param.dtype
+            or grad.shape != param.shape or exp_avg.shape != param.shape or exp_avg_sq.shape != param.shape):
+        _check_grad("adam_step", grad, param)
         return numpy_ref.adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
                                    decoupled)
-    _C.adam_step(param, grad, exp_avg, exp_avg_sq, step, float(lr), float(beta1), float(beta2), float(eps),
-                 float(weight_decay), bool(decoupled))
+    _C.adam_step(param, grad, exp_avg, exp_avg_sq, param.size, step, lr, beta1, beta2, eps, weight_decay,
+                 bool(decoupled))
 
+
+# ---------------------------------------------------------------- embedding (embedding.cpp)
 
 def embedding(weight, ids):
-    """weight[ids] (csrc/cpu/embedding.cpp) for a 2-D float table and integer ids; else numpy_ref."""
+    """weight[ids] (csrc/cpu/embedding.cpp) for a 2-D float table and integer ids; else numpy_ref.
+
+    An id outside [-V, V) is an IndexError (negative ids count from the end, as numpy's).
+    """
     ids = np.asarray(ids)
     if weight.ndim != 2 or weight.dtype not in FLOAT_DTYPES or ids.dtype.kind not in "iu":
         return numpy_ref.embedding(weight, ids)
-    return _C.embedding(weight, ids)
+    V, D = weight.shape
+    out = np.empty(ids.shape + (D,), weight.dtype)
+    _C.embedding(weight, _int64(ids), out, ids.size, V, D)
+    return out
 
 
 def embedding_backward(grad, ids, num_embeddings):
@@ -121,174 +181,264 @@ def embedding_backward(grad, ids, num_embeddings):
     if (grad.dtype not in FLOAT_DTYPES or ids.dtype.kind not in "iu" or grad.ndim < 1
             or grad.shape[:-1] != ids.shape):
         return numpy_ref.embedding_backward(grad, ids, num_embeddings)
-    return _C.embedding_backward(grad, ids, int(num_embeddings))
+    V, D = int(num_embeddings), grad.shape[-1]
+    if V < 0:
+        raise ValueError(f"embedding_backward: num_embeddings={V}, but a table has >= 0 rows")
+    dweight = np.empty((V, D), grad.dtype)
+    _C.embedding_backward(grad, _int64(ids), dweight, ids.size, V, D)
+    return dweight
 
 
-def _pair_ok(*pairs):
-    return all(len(p) == 2 and all(int(v) == v for v in p) for p in pairs)
+# ---------------------------------------------------------------- convolution (conv.cpp, depthwise.cpp)
+
+def _conv_geometry(op, a, b, x_shape, w_shape, stride, padding, dilation, groups):
+    """The ConvGeometry the C++ kernels take, or None for the reference (other dtypes, empty
+    arrays or kernels); a ValueError naming op for arguments no convolution has."""
+    if not (_same_float(a, b) and len(x_shape) == 4 and len(w_shape) == 4):
+        return None
+    g = conv_geometry(x_shape, w_shape, stride, padding, dilation, int(groups))
+    if g.empty():
+        return None
+    problem = g.problem()
+    if problem is None and w_shape[1] * g.groups != g.C:
+        problem = f"weight {tuple(w_shape)} must be (O, C/groups, kh, kw) with C={g.C}, groups={g.groups}"
+    if problem:
+        raise ValueError(f"{op}: {problem}")
+    return g
 
 
-def _float_pair(a, b):
-    return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and a.dtype in FLOAT_DTYPES
-
-
-def _fits(x_shape, kernel, stride, padding, dilation):
-    """True when the convolution / pooling window gives a non-empty output of a non-empty input."""
-    if len(x_shape) != 4 or min(x_shape) < 1 or min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
-        return False
-    if min(padding) < 0:
-        return False
-    return all(numpy_ref.conv_out_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) >= 1
-               for a in (0, 1))
-
-
-def _conv_ok(x_shape, w_shape, stride, padding, dilation, groups):
-    return (len(w_shape) == 4 and _pair_ok(stride, padding, dilation) and int(groups) >= 1
-            and len(x_shape) == 4 and x_shape[1] % groups == 0 and w_shape[0] % groups == 0
-            and w_shape[1] * groups == x_shape[1] and _fits(x_shape, w_shape[2:], stride, padding, dilation))
+def _check_output_grad(op, grad, g):
+    """A ValueError naming op unless grad has the output's shape (N, O, OH, OW)."""
+    if grad.shape != (g.N, g.O, g.OH, g.OW):
+        raise ValueError(f"{op}: grad {grad.shape} should be {(g.N, g.O, g.OH, g.OW)}, the output's shape")
 
 
 def conv2d(x, w, stride, padding, dilation, groups):
-    """numpy_ref.conv2d in C++ (csrc/cpu/conv.cpp: im2col + matmul, or direct for depthwise)."""
-    if not _float_pair(x, w) or not _conv_ok(x.shape, w.shape, stride, padding, dilation, groups):
+    """numpy_ref.conv2d in C++ (csrc/cpu/conv.cpp: im2col + matmul; depthwise.cpp for groups == C == O)."""
+    g = _conv_geometry("conv2d", x, w, x.shape, w.shape, stride, padding, dilation, groups)
+    if g is None:
         return numpy_ref.conv2d(x, w, stride, padding, dilation, groups)
-    return _C.conv2d(x, w, tuple(stride), tuple(padding), tuple(dilation), int(groups))
+    out = np.empty((g.N, g.O, g.OH, g.OW), x.dtype)
+    _C.conv2d(x, w, out, g)
+    return out
 
 
 def conv2d_backward_data(grad, w, x_shape, stride, padding, dilation, groups):
-    """numpy_ref.conv2d_backward_data in C++ (conv.cpp)."""
+    """numpy_ref.conv2d_backward_data in C++ (conv.cpp, depthwise.cpp)."""
     x_shape = tuple(int(v) for v in x_shape)
-    if not _float_pair(grad, w) or not _conv_ok(x_shape, w.shape, stride, padding, dilation, groups):
+    g = _conv_geometry("conv2d_backward_data", grad, w, x_shape, w.shape, stride, padding, dilation, groups)
+    if g is None:
         return numpy_ref.conv2d_backward_data(grad, w, x_shape, stride, padding, dilation, groups)
-    return _C.conv2d_backward_data(grad, w, x_shape, tuple(stride), tuple(padding), tuple(dilation), int(groups))
+    _check_output_grad("conv2d_backward_data", grad, g)
+    dx = np.empty(x_shape, grad.dtype)
+    _C.conv2d_backward_data(grad, w, dx, g)
+    return dx
 
 
 def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
-    """numpy_ref.conv2d_backward_weight in C++ (conv.cpp)."""
+    """numpy_ref.conv2d_backward_weight in C++ (conv.cpp, depthwise.cpp)."""
     w_shape = tuple(int(v) for v in w_shape)
-    if not _float_pair(grad, x) or not _conv_ok(x.shape, w_shape, stride, padding, dilation, groups):
+    g = _conv_geometry("conv2d_backward_weight", grad, x, x.shape, w_shape, stride, padding, dilation, groups)
+    if g is None:
         return numpy_ref.conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups)
-    return _C.conv2d_backward_weight(grad, x, w_shape, tuple(stride), tuple(padding), tuple(dilation), int(groups))
+    _check_output_grad("conv2d_backward_weight", grad, g)
+    dw = np.empty(w_shape, grad.dtype)
+    _C.conv2d_backward_weight(grad, x, dw, g)
+    return dw
 
 
-def _pool_ok(x, x_shape, kernel, stride, padding, dilation=(1, 1)):
-    return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and _pair_ok(kernel, stride, padding, dilation)
-            and _fits(tuple(x_shape), kernel, stride, padding, dilation))
+# ---------------------------------------------------------------- pooling (pool.cpp)
+
+def _pool_geometry(op, x, x_shape, kernel, stride, padding, dilation=(1, 1)):
+    """The ConvGeometry of a pooling for the C++ kernels, or None for the reference; a ValueError naming op
+    for a window no pooling has."""
+    if not (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and len(x_shape) == 4):
+        return None
+    g = pool_geometry(x_shape, kernel, stride, padding, dilation)
+    if g.empty():
+        return None
+    problem = g.problem()
+    if problem:
+        raise ValueError(f"{op}: {problem}")
+    return g
+
+
+def _check_pooled(op, g, *arrays):
+    """A ValueError naming op unless each array has one element per output of the pooling."""
+    if any(a.size != g.N * g.C * g.OH * g.OW for a in arrays):
+        shapes = " / ".join(str(np.shape(a)) for a in arrays)
+        raise ValueError(f"{op}: {shapes} should have the pooled shape {(g.N, g.C, g.OH, g.OW)}")
 
 
 def max_pool2d(x, kernel, stride, padding, dilation=(1, 1)):
     """numpy_ref.max_pool2d in C++: (out, winner), winner the window offset i*kw + j of the max."""
-    if not _pool_ok(x, x.shape, kernel, stride, padding, dilation):
+    g = _pool_geometry("max_pool2d", x, x.shape, kernel, stride, padding, dilation)
+    if g is None:
         return numpy_ref.max_pool2d(x, kernel, stride, padding, dilation)
-    out, winner = _C.max_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
+    out = np.empty((g.N, g.C, g.OH, g.OW), x.dtype)
+    winner = np.empty((g.N, g.C, g.OH * g.OW), np.int64)
+    _C.max_pool2d(x, out, winner, g)
     return out, winner.astype(np.intp, copy=False)
 
 
 def max_pool2d_backward(grad, winner, x_shape, kernel, stride, padding, dilation=(1, 1)):
     """numpy_ref.max_pool2d_backward in C++ (winner from either implementation)."""
     x_shape = tuple(int(v) for v in x_shape)
-    if not _pool_ok(grad, x_shape, kernel, stride, padding, dilation) or np.asarray(winner).dtype.kind not in "iu":
+    winner = np.asarray(winner)
+    g = _pool_geometry("max_pool2d_backward", grad, x_shape, kernel, stride, padding, dilation)
+    if g is None or winner.dtype.kind not in "iu":
         return numpy_ref.max_pool2d_backward(grad, winner, x_shape, kernel, stride, padding, dilation)
-    return _C.max_pool2d_backward(grad, np.asarray(winner, dtype=np.int64), x_shape, tuple(kernel), tuple(stride),
-                                  tuple(padding), tuple(dilation))
+    _check_pooled("max_pool2d_backward", g, grad, winner)
+    dx = np.empty(x_shape, grad.dtype)
+    _C.max_pool2d_backward(grad, _int64(winner), dx, g)
+    return dx
 
 
 def avg_pool2d(x, kernel, stride, padding):
     """numpy_ref.avg_pool2d in C++ (padding counts as zeros)."""
-    if not _pool_ok(x, x.shape, kernel, stride, padding):
+    g = _pool_geometry("avg_pool2d", x, x.shape, kernel, stride, padding)
+    if g is None:
         return numpy_ref.avg_pool2d(x, kernel, stride, padding)
-    return _C.avg_pool2d(x, tuple(kernel), tuple(stride), tuple(padding))
+    out = np.empty((g.N, g.C, g.OH, g.OW), x.dtype)
+    _C.avg_pool2d(x, out, g)
+    return out
 
 
 def avg_pool2d_backward(grad, x_shape, kernel, stride, padding):
     """numpy_ref.avg_pool2d_backward in C++."""
     x_shape = tuple(int(v) for v in x_shape)
-    if not _pool_ok(grad, x_shape, kernel, stride, padding):
+    g = _pool_geometry("avg_pool2d_backward", grad, x_shape, kernel, stride, padding)
+    if g is None:
         return numpy_ref.avg_pool2d_backward(grad, x_shape, kernel, stride, padding)
-    return _C.avg_pool2d_backward(grad, x_shape, tuple(kernel), tuple(stride), tuple(padding))
+    _check_pooled("avg_pool2d_backward", g, grad)
+    dx = np.empty(x_shape, grad.dtype)
+    _C.avg_pool2d_backward(grad, dx, g)
+    return dx
 
 
-def _same_float(*arrays):
-    return all(isinstance(a, np.ndarray) for a in arrays) and arrays[0].dtype in FLOAT_DTYPES and all(
-        a.dtype == arrays[0].dtype for a in arrays)
+# ---------------------------------------------------------------- batch norm (batchnorm.cpp)
+
+def _channel_dims(op, x, *same_shape, **vectors):
+    """(N, C, S): x (N, C, ...) viewed as (N, C, S). A ValueError naming op unless each of
+    same_shape (name, array) has x's shape and each per-channel vector has shape (C,)."""
+    N, C = x.shape[0], x.shape[1]
+    for name, a in same_shape:
+        if a.shape != x.shape:
+            raise ValueError(f"{op}: {name} {a.shape} does not match x {x.shape}")
+    for name, v in vectors.items():
+        if v.shape != (C,):
+            raise ValueError(f"{op}: {name} {v.shape} should be ({C},), one value per channel of x {x.shape}")
+    return N, C, x.size // (N * C)
 
 
 def batch_norm(x, weight, bias, eps):
     """numpy_ref.batch_norm in C++ (csrc/cpu/batchnorm.cpp): (y, mean, var, invstd)."""
     if not _same_float(x, weight, bias) or x.ndim < 2 or x.size == 0:
         return numpy_ref.batch_norm(x, weight, bias, eps)
-    return _C.batch_norm(x, weight, bias, float(eps))
+    N, C, S = _channel_dims("batch_norm", x, weight=weight, bias=bias)
+    y = np.empty(x.shape, x.dtype)
+    mean, var, invstd = np.empty((3, C), x.dtype)
+    _C.batch_norm(x, weight, bias, eps, y, mean, var, invstd, N, C, S)
+    return y, mean, var, invstd
 
 
 def batch_norm_backward(grad, x, weight, mean, invstd):
     """numpy_ref.batch_norm_backward in C++: (dx, dweight, dbias)."""
-    if not _same_float(grad, x, weight, mean, invstd) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape:
+    if not _same_float(grad, x, weight, mean, invstd) or x.ndim < 2 or x.size == 0:
         return numpy_ref.batch_norm_backward(grad, x, weight, mean, invstd)
-    return _C.batch_norm_backward(grad, x, weight, mean, invstd)
-
-
-ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}  # csrc/cpu/kernels.h, enum Activation
+    N, C, S = _channel_dims("batch_norm_backward", x, ("grad", grad), weight=weight, mean=mean, invstd=invstd)
+    dx = np.empty(x.shape, x.dtype)
+    dweight, dbias = np.empty((2, C), x.dtype)
+    _C.batch_norm_backward(grad, x, weight, mean, invstd, dx, dweight, dbias, N, C, S)
+    return dx, dweight, dbias
 
 
 def channel_affine(x, scale, shift, activation=None):
     """numpy_ref.channel_affine in C++ (batchnorm.cpp): batch norm in eval mode and its activation, one pass."""
-    if not _same_float(x, scale, shift) or x.ndim < 2 or x.size == 0 or activation not in ACTIVATION_CODES:
+    act = activation_code("channel_affine", activation)
+    if not _same_float(x, scale, shift) or x.ndim < 2 or x.size == 0:
         return numpy_ref.channel_affine(x, scale, shift, activation)
-    return _C.channel_affine(x, scale, shift, ACTIVATION_CODES[activation])
+    N, C, S = _channel_dims("channel_affine", x, scale=scale, shift=shift)
+    y = np.empty(x.shape, x.dtype)
+    _C.channel_affine(x, scale, shift, act, y, N, C, S)
+    return y
 
 
 def channel_affine_backward(grad, x, y, scale, activation=None):
     """numpy_ref.channel_affine_backward in C++: (dx, dscale, dshift), one pass."""
-    if (not _same_float(grad, x, y, scale) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape
-            or y.shape != x.shape or activation not in ACTIVATION_CODES):
+    act = activation_code("channel_affine_backward", activation)
+    if not _same_float(grad, x, y, scale) or x.ndim < 2 or x.size == 0:
         return numpy_ref.channel_affine_backward(grad, x, y, scale, activation)
-    return _C.channel_affine_backward(grad, x, y, scale, ACTIVATION_CODES[activation])
+    N, C, S = _channel_dims("channel_affine_backward", x, ("grad", grad), ("y", y), scale=scale)
+    dx = np.empty(x.shape, x.dtype)
+    dscale, dshift = np.empty((2, C), x.dtype)
+    _C.channel_affine_backward(grad, x, y, scale, act, dx, dscale, dshift, N, C, S)
+    return dx, dscale, dshift
 
 
-def _last_axis(x, axis):
+# ---------------------------------------------------------------- softmax and cross-entropy (softmax.cpp)
+
+def _over_last_axis(x, axis):
     return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.ndim >= 1 and x.size > 0
             and isinstance(axis, (int, np.integer)) and axis in (-1, x.ndim - 1))
 
 
 def softmax(x, axis):
     """numpy_ref.softmax; over the last axis in C++ (csrc/cpu/softmax.cpp), other axes in numpy."""
-    if not _last_axis(x, axis):
+    if not _over_last_axis(x, axis):
         return numpy_ref.softmax(x, axis)
-    return _C.softmax(x)
+    y = np.empty(x.shape, x.dtype)
+    _C.softmax(x, y, x.size // x.shape[-1], x.shape[-1], False)
+    return y
 
 
 def log_softmax(x, axis):
     """numpy_ref.log_softmax; over the last axis in C++, other axes in numpy."""
-    if not _last_axis(x, axis):
+    if not _over_last_axis(x, axis):
         return numpy_ref.log_softmax(x, axis)
-    return _C.log_softmax(x)
-
-
-def _class_targets(logits, target):
-    return (isinstance(logits, np.ndarray) and logits.dtype in FLOAT_DTYPES and logits.ndim == 2
-            and logits.shape[1] > 0 and isinstance(target, np.ndarray) and target.dtype.kind in "iu")
+    y = np.empty(x.shape, x.dtype)
+    _C.softmax(x, y, x.size // x.shape[-1], x.shape[-1], True)
+    return y
 
 
 def cross_entropy(logits, target):
-    """numpy_ref.cross_entropy in C++ (softmax.cpp): (loss, dlogits), one pass over the logits."""
-    if not _class_targets(logits, target):
-        return numpy_ref.cross_entropy(logits, target)
-    return _C.cross_entropy(logits, target.astype(np.int64, copy=False))
+    """numpy_ref.cross_entropy in C++ (softmax.cpp): (loss, dlogits), one pass over the logits.
 
+    A target that is not a class index in [0, C) is an IndexError.
+    """
+    if not (isinstance(logits, np.ndarray) and logits.dtype in FLOAT_DTYPES and logits.ndim == 2
+            and logits.shape[1] > 0 and isinstance(target, np.ndarray) and target.dtype.kind in "iu"):
+        return numpy_ref.cross_entropy(logits, target)
+    N, C = logits.shape
+    if target.shape != (N,):
+        raise ValueError(f"cross_entropy: target {target.shape} should be ({N},), one class per row of "
+                         f"logits {logits.shape}")
+    loss, dlogits = np.empty(N, logits.dtype), np.empty((N, C), logits.dtype)
+    _C.cross_entropy(logits, _int64(target), loss, dlogits, N, C)
+    return loss, dlogits
+
+
+# ---------------------------------------------------------------- activations' backward (elementwise.cpp)
 
 def relu_backward(grad, y):
     """numpy_ref.relu_backward in C++ (csrc/cpu/elementwise.cpp) for same-shape float arrays."""
     if not (_same_float(grad, y) and grad.shape == y.shape):
         return numpy_ref.relu_backward(grad, y)
-    return _C.relu_backward(grad, y)
+    dx = np.empty(y.shape, y.dtype)
+    _C.relu_backward(grad, y, dx, dx.size)
+    return dx
 
 
 def clamp_backward(grad, x, lo, hi):
     """numpy_ref.clamp_backward in C++ (csrc/cpu/elementwise.cpp): ReLU6's backward in EfficientNet."""
     if not (_same_float(grad, x) and grad.shape == x.shape):
         return numpy_ref.clamp_backward(grad, x, lo, hi)
-    return _C.clamp_backward(grad, x, -math.inf if lo is None else lo, math.inf if hi is None else hi)
+    dx = np.empty(x.shape, x.dtype)
+    _C.clamp_backward(grad, x, dx, dx.size, -math.inf if lo is None else lo, math.inf if hi is None else hi)
+    return dx
 
+
+# ---------------------------------------------------------------- threads
 
 def set_num_threads(n):
     """Use n threads in the C++ kernels (process-wide)."""
@@ -300,26 +450,7 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
-KERNELS = {
-    "matmul": matmul,
-    "sgd_step": sgd_step,
-    "adam_step": adam_step,
-    "embedding": embedding,
-    "embedding_backward": embedding_backward,
-    "conv2d": conv2d,
-    "conv2d_backward_data": conv2d_backward_data,
-    "conv2d_backward_weight": conv2d_backward_weight,
-    "max_pool2d": max_pool2d,
-    "max_pool2d_backward": max_pool2d_backward,
-    "avg_pool2d": avg_pool2d,
-    "avg_pool2d_backward": avg_pool2d_backward,
-    "batch_norm": batch_norm,
-    "batch_norm_backward": batch_norm_backward,
-    "channel_affine": channel_affine,
-    "channel_affine_backward": channel_affine_backward,
-    "softmax": softmax,
-    "log_softmax": log_softmax,
-    "cross_entropy": cross_entropy,
-    "relu_backward": relu_backward,
-    "clamp_backward": clamp_backward,
-}
+# Every function above named like a numpy_ref kernel, which it replaces on the "cpu" device.
+KERNELS = {name: fn for name, fn in list(globals().items())
+           if callable(fn) and getattr(fn, "__module__", None) == __name__ and not name.startswith("_")
+           and callable(getattr(numpy_ref, name, None))}

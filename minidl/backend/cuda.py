@@ -1,14 +1,19 @@
 """The "cuda" and "emu" devices: minidl's own CUDA kernels (csrc/cuda/*.cu), launched from Python.
 
-One class, ``CudaKernels``, holds the host code: it checks shapes and dtypes, allocates
-outputs, picks grid and block sizes and launches the kernels by name. It is written
-once against two things it is given:
+``CudaKernels`` holds the host code: it checks shapes and dtypes, allocates outputs, picks
+grid and block sizes and launches the kernels by name. It is written once against two
+things it is given:
 
     device  xp (array module)   load_module(name) -> an object with get_function(kernel)
     "cuda"  cupy                cupy.RawModule(code=csrc/cuda/<name>.cu): NVRTC, cached by CuPy
     "emu"   numpy               emu.load_module(name): the same .cu compiled by g++ (emu.py)
 
 so the code that runs on a GPU is exactly the code the CPU-only tests run on "emu".
+
+The host code is grouped as csrc/cuda is: one class per kernel file (ElementwiseHost for
+elementwise.cu, ..., OptimHost for optim.cu), each with the op codes of its file's enums above
+it, and CudaKernels puts them together. The records shared with the kernels (the conv
+geometry, the activation codes) come from kernel_types.py.
 
 The kernels compute in float32, the GPU's working precision. Everything else (float64
 for gradient checks, integer and boolean arrays, reshapes, indexing, concatenation)
@@ -17,6 +22,7 @@ run CuPy's library routines on the GPU and on "emu" they are numpy_ref itself.
 Kernel arguments are arrays and numpy scalars (np.int32, np.int64, np.float32): the
 scalar's type is the C type the kernel receives.
 """
+import hashlib
 import math
 import types
 from pathlib import Path
@@ -24,19 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from . import numpy_ref
+from .kernel_types import activation_code, conv_geometry, pool_geometry
 
 CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
+COMMON_DIR = CUDA_DIR.parent / "common"  # headers the .cu files share with csrc/cpu (#include "../common/...")
 F32 = np.dtype(np.float32)
-
-# Op codes; they mirror the enums at the top of elementwise.cu, reduce.cu (block_reduce.cuh), softmax.cu
-# and the act argument of batchnorm.cu.
-UNARY = {name: i for i, name in enumerate(
-    ["neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "relu", "erf"])}
-BINARY = {name: i for i, name in enumerate(["add", "sub", "mul", "div", "maximum", "minimum", "power",
-                                            "relu_backward"])}
-REDUCE = {"sum": 0, "max": 1, "min": 2, "mean": 3}
-SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2
-ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}  # the act argument of batchnorm.cu's channel_affine kernels
 THREADS = 256  # threads per block of the 1-D (grid-stride) kernels
 
 
@@ -77,16 +75,14 @@ def rebound_reference(xp):
     return {k: v for k, v in rebound.items() if not k.startswith("_") and k not in ("np", "math", "__builtins__")}
 
 
-class CudaKernels:
-    """The host code of every CUDA kernel, for one device (see the module docstring)."""
+class Launcher:
+    """What every host class uses: loading and launching kernels, and the checks on their arguments."""
 
     def __init__(self, name, xp, load_module, max_blocks):
         self.name, self.xp, self.load_module = name, xp, load_module
         self.max_blocks = max_blocks  # grid cap for grid-stride kernels (the emulator runs blocks one by one)
         self._functions = {}
         self.glue = rebound_reference(xp)
-
-    # ------------------------------------------------------------ launching
 
     def function(self, module, kernel):
         """The compiled kernel ``kernel`` of csrc/cuda/<module>.cu, loaded once and cached."""
@@ -110,8 +106,6 @@ class CudaKernels:
         threads = reduction_threads(row_length)
         self.launch(module, kernel, (rows,), (threads,), args, shared_mem=threads * 4)
 
-    # ------------------------------------------------------------ helpers
-
     def is_f32(self, *arrays):
         """True if every argument is a float32 array of this device: the case the CUDA kernels handle."""
         return all(isinstance(a, self.xp.ndarray) and a.dtype == F32 for a in arrays)
@@ -128,7 +122,23 @@ class CudaKernels:
             return self.xp.asarray(v, dtype=F32)  # a Python number is "weak": float32 wins (numpy's rule)
         return None
 
-    # ------------------------------------------------------------ elementwise (elementwise.cu)
+    def geometry_array(self, g):
+        """A kernel_types.ConvGeometry as conv.cu and pool.cu read it: an int32 array of its fields, in order."""
+        return self.xp.asarray(g, dtype=np.int32)
+
+
+# ---------------------------------------------------------------- elementwise.cu
+
+# Op codes: elementwise.cu's enums, in order (tests/test_cuda_compile.py checks).
+UNARY = {name: i for i, name in enumerate(
+    ["neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "relu", "erf"])}
+BINARY = {name: i for i, name in enumerate(["add", "sub", "mul", "div", "maximum", "minimum", "power",
+                                            "relu_backward"])}
+
+
+class ElementwiseHost:
+    """csrc/cuda/elementwise.cu: unary math and broadcasting binary arithmetic, one kernel each with an op code."""
+    KERNELS = ()  # (every op of UNARY and BINARY: see CudaKernels.namespace)
 
     def unary(self, op, x):
         """y = op(x) elementwise (elementwise.cu unary_f32) for float32; other dtypes use the reference glue."""
@@ -169,7 +179,15 @@ class CudaKernels:
             step *= n
         return list(reversed(strides)) or [0]
 
-    # ------------------------------------------------------------ reductions (reduce.cu)
+
+# ---------------------------------------------------------------- reduce.cu
+
+REDUCE = {"sum": 0, "max": 1, "min": 2, "mean": 3}  # block_reduce.cuh's enum
+
+
+class ReduceHost:
+    """csrc/cuda/reduce.cu: sum, max, min, mean over any axes, one block per output row."""
+    KERNELS = ()  # (every op of REDUCE: see CudaKernels.namespace)
 
     def reduce(self, op, x, axis, keepdims):
         """op (sum, max, min, mean) over ``axis``: the reduced axes are moved last, one block reduces each row."""
@@ -188,7 +206,15 @@ class CudaKernels:
             tuple(x.shape[d] for d in kept)
         return out.reshape(shape)
 
-    # ------------------------------------------------------------ softmax family (softmax.cu)
+
+# ---------------------------------------------------------------- softmax.cu
+
+SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2  # softmax.cu's enum
+
+
+class SoftmaxHost:
+    """csrc/cuda/softmax.cu: softmax, log-softmax, logsumexp and fused cross-entropy, one block per row."""
+    KERNELS = ("softmax", "log_softmax", "logsumexp", "cross_entropy")
 
     def _rows_last(self, x, axis):
         axis %= x.ndim
@@ -237,7 +263,13 @@ class CudaKernels:
             self.launch_rows("softmax", "cross_entropy_rows", N, C, (logits, target, loss, dlogits, i64(N), i64(C)))
         return loss, dlogits
 
-    # ------------------------------------------------------------ matmul (matmul.cu)
+
+# ---------------------------------------------------------------- matmul.cu
+
+
+class MatmulHost:
+    """csrc/cuda/matmul.cu: batched matmul (a naive and a tiled kernel); the GEMM of the convolutions too."""
+    KERNELS = ("matmul",)
 
     def _operand(self, a):
         """(contiguous array, transposed?): a transposed view is read in place, not copied."""
@@ -284,74 +316,69 @@ class CudaKernels:
         self.gemm(A, tA, B, tB, out, M, N, K, nb, (sA, sB, M * N), version)
         return out
 
-    # ------------------------------------------------------------ convolution (conv.cu + matmul.cu)
 
-    def conv_dims(self, x_shape, kernel, stride, padding, dilation):
-        """The int32 dims array the conv and pool kernels read: N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW."""
-        N, C, H, W = x_shape
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-        OH = numpy_ref.conv_out_size(H, kh, sh, ph, dh)
-        OW = numpy_ref.conv_out_size(W, kw, sw, pw, dw)
-        return [N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW]
+# ---------------------------------------------------------------- conv.cu (with matmul.cu's GEMM)
 
-    def _dims_array(self, dims):
-        return self.xp.asarray(dims, dtype=np.int32)
 
-    def im2col(self, x, dims):
+class ConvHost:
+    """csrc/cuda/conv.cu: im2col / col2im around MatmulHost.gemm, and the direct depthwise kernels."""
+    KERNELS = ("conv2d", "conv2d_backward_data", "conv2d_backward_weight")
+
+    def im2col(self, x, g):
         """x (N, C, H, W) -> cols (N, C*kh*kw, OH*OW): every input patch as a column (conv.cu im2col)."""
-        N, C, kh, kw, OH, OW = dims[0], dims[1], dims[4], dims[5], dims[12], dims[13]
-        cols = self.xp.empty((N, C * kh * kw, OH * OW), F32)
-        self.launch_1d("conv", "im2col", cols.size, (x, cols, self._dims_array(dims)))
+        cols = self.xp.empty((g.N, g.C * g.kh * g.kw, g.OH * g.OW), F32)
+        self.launch_1d("conv", "im2col", cols.size, (x, cols, self.geometry_array(g)))
         return cols
 
     def _conv_ok(self, x, w, *pairs):
         return (self.is_f32(x, w) and x.ndim == 4 and w.ndim == 4 and x.size and w.size
                 and all(len(p) == 2 for p in pairs))
 
+    @staticmethod
+    def _depthwise(g):
+        """One input channel per output channel: conv.cu's direct kernels, no C tiny matmuls."""
+        return g.groups == g.C and g.O == g.C
+
     def conv2d(self, x, w, stride, padding, dilation, groups):
         """im2col, then one batched matmul per group (depthwise: a direct kernel). See conv.cu."""
         if not self._conv_ok(x, w, stride, padding, dilation):
             return self.glue["conv2d"](x, w, stride, padding, dilation, groups)
         x, w = self.contiguous(x), self.contiguous(w)
-        dims = self.conv_dims(x.shape, w.shape[2:], stride, padding, dilation)
-        N, C, OH, OW = dims[0], dims[1], dims[12], dims[13]
-        O, L = w.shape[0], OH * OW
-        if groups == C and O == C:
-            out = self.xp.empty((N, O, OH, OW), F32)
-            self.launch_1d("conv", "depthwise_conv2d", out.size, (x, w, out, self._dims_array(dims)))
+        g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+        if self._depthwise(g):
+            out = self.xp.empty((g.N, g.O, g.OH, g.OW), F32)
+            self.launch_1d("conv", "depthwise_conv2d", out.size, (x, w, out, self.geometry_array(g)))
             return out
-        G, Og = groups, O // groups
-        CgKK = C // G * dims[4] * dims[5]
-        cols = self.im2col(x, dims).reshape(N, G, CgKK, L)
+        G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
+        CgKK = g.C // G * g.kh * g.kw
+        cols = self.im2col(x, g).reshape(g.N, G, CgKK, L)
         cols_g = self.contiguous(cols.transpose(1, 0, 2, 3))      # (G, N, CgKK, L)
         w_g = w.reshape(G, Og, CgKK)
-        out_g = self.xp.empty((G, N, Og, L), F32)
-        for g in range(G):  # out[n, g] = w[g] @ cols[n, g], batched over n (w's batch stride 0)
-            self.gemm(w_g[g], 0, cols_g[g], 0, out_g[g], Og, L, CgKK, N, (0, CgKK * L, Og * L))
-        return self.contiguous(out_g.transpose(1, 0, 2, 3)).reshape(N, O, OH, OW)
+        out_g = self.xp.empty((G, g.N, Og, L), F32)
+        for k in range(G):  # out[n, k] = w[k] @ cols[n, k], batched over n (w's batch stride 0)
+            self.gemm(w_g[k], 0, cols_g[k], 0, out_g[k], Og, L, CgKK, g.N, (0, CgKK * L, Og * L))
+        return self.contiguous(out_g.transpose(1, 0, 2, 3)).reshape(g.N, g.O, g.OH, g.OW)
 
     def conv2d_backward_data(self, grad, w, x_shape, stride, padding, dilation, groups):
         """dcols[n, g] = w[g]^T @ grad[n, g] (matmul with transA), then col2im gathers them back."""
         if not self._conv_ok(grad, w, stride, padding, dilation):
             return self.glue["conv2d_backward_data"](grad, w, x_shape, stride, padding, dilation, groups)
         w = self.contiguous(w)
-        dims = self.conv_dims(x_shape, w.shape[2:], stride, padding, dilation)
-        N, C, L = dims[0], dims[1], dims[12] * dims[13]
-        if groups == C and w.shape[0] == C:  # depthwise: a direct gather, no C tiny matmuls
-            dx = self.xp.empty(tuple(x_shape), F32)
-            self.launch_1d("conv", "depthwise_conv2d_backward_data", dx.size,
-                           (self.contiguous(grad), w, dx, self._dims_array(dims)))
-            return dx
-        G, Og = groups, w.shape[0] // groups
-        CgKK = C // G * dims[4] * dims[5]
-        grad_g = self.contiguous(grad.reshape(N, G, Og, L).transpose(1, 0, 2, 3))   # (G, N, Og, L)
-        w_g = w.reshape(G, Og, CgKK)
-        dcols_g = self.xp.empty((G, N, CgKK, L), F32)
-        for g in range(G):
-            self.gemm(w_g[g], 1, grad_g[g], 0, dcols_g[g], CgKK, L, Og, N, (0, Og * L, CgKK * L))
-        dcols = self.contiguous(dcols_g.transpose(1, 0, 2, 3))
+        g = conv_geometry(x_shape, w.shape, stride, padding, dilation, groups)
         dx = self.xp.empty(tuple(x_shape), F32)
-        self.launch_1d("conv", "col2im", dx.size, (dcols, dx, self._dims_array(dims)))
+        if self._depthwise(g):  # a direct gather, no C tiny matmuls
+            self.launch_1d("conv", "depthwise_conv2d_backward_data", dx.size,
+                           (self.contiguous(grad), w, dx, self.geometry_array(g)))
+            return dx
+        G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
+        CgKK = g.C // G * g.kh * g.kw
+        grad_g = self.contiguous(grad.reshape(g.N, G, Og, L).transpose(1, 0, 2, 3))   # (G, N, Og, L)
+        w_g = w.reshape(G, Og, CgKK)
+        dcols_g = self.xp.empty((G, g.N, CgKK, L), F32)
+        for k in range(G):
+            self.gemm(w_g[k], 1, grad_g[k], 0, dcols_g[k], CgKK, L, Og, g.N, (0, Og * L, CgKK * L))
+        dcols = self.contiguous(dcols_g.transpose(1, 0, 2, 3))
+        self.launch_1d("conv", "col2im", dx.size, (dcols, dx, self.geometry_array(g)))
         return dx
 
     def conv2d_backward_weight(self, grad, x, w_shape, stride, padding, dilation, groups):
@@ -359,46 +386,51 @@ class CudaKernels:
         if not self._conv_ok(grad, x, stride, padding, dilation):
             return self.glue["conv2d_backward_weight"](grad, x, w_shape, stride, padding, dilation, groups)
         x = self.contiguous(x)
-        dims = self.conv_dims(x.shape, w_shape[2:], stride, padding, dilation)
-        N, C, L = dims[0], dims[1], dims[12] * dims[13]
-        if groups == C and w_shape[0] == C:  # depthwise: one block per weight element
+        g = conv_geometry(x.shape, w_shape, stride, padding, dilation, groups)
+        L = g.OH * g.OW
+        if self._depthwise(g):  # one block per weight element
             dw = self.xp.empty(tuple(w_shape), F32)
-            self.launch_rows("conv", "depthwise_conv2d_backward_weight", dw.size, N * L,
-                             (self.contiguous(grad), x, dw, self._dims_array(dims)))
+            self.launch_rows("conv", "depthwise_conv2d_backward_weight", dw.size, g.N * L,
+                             (self.contiguous(grad), x, dw, self.geometry_array(g)))
             return dw
-        G, Og = groups, w_shape[0] // groups
-        CgKK = C // G * dims[4] * dims[5]
-        cols = self.im2col(x, dims).reshape(N, G, CgKK, L)
-        cols_k = self.contiguous(cols.transpose(1, 2, 0, 3))                       # (G, CgKK, N, L)
-        grad_k = self.contiguous(grad.reshape(N, G, Og, L).transpose(1, 2, 0, 3))  # (G, Og, N, L)
+        G, Og = g.groups, g.O // g.groups
+        CgKK = g.C // G * g.kh * g.kw
+        cols = self.im2col(x, g).reshape(g.N, G, CgKK, L)
+        cols_k = self.contiguous(cols.transpose(1, 2, 0, 3))                         # (G, CgKK, N, L)
+        grad_k = self.contiguous(grad.reshape(g.N, G, Og, L).transpose(1, 2, 0, 3))  # (G, Og, N, L)
         dw = self.xp.empty((G, Og, CgKK), F32)
-        NL = N * L
+        NL = g.N * L
         self.gemm(grad_k, 0, cols_k, 1, dw, Og, CgKK, NL, G, (Og * NL, CgKK * NL, Og * CgKK))
         return dw.reshape(w_shape)
 
-    # ------------------------------------------------------------ pooling (pool.cu)
+
+# ---------------------------------------------------------------- pool.cu
+
+
+class PoolHost:
+    """csrc/cuda/pool.cu: max and average pooling, forward and backward."""
+    KERNELS = ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward")
 
     def max_pool2d(self, x, kernel, stride, padding, dilation=(1, 1)):
         """(y, winner): the max over each window, and which window offset gave it (pool.cu)."""
         if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
             return self.glue["max_pool2d"](x, kernel, stride, padding, dilation)
         x = self.contiguous(x)
-        dims = self.conv_dims(x.shape, kernel, stride, padding, dilation)
-        N, C, OH, OW = dims[0], dims[1], dims[12], dims[13]
-        out = self.xp.empty((N, C, OH, OW), F32)
-        winner = self.xp.empty((N, C, OH * OW), np.int64)
-        self.launch_1d("pool", "max_pool2d_forward", out.size, (x, out, winner, self._dims_array(dims)))
+        g = pool_geometry(x.shape, kernel, stride, padding, dilation)
+        out = self.xp.empty((g.N, g.C, g.OH, g.OW), F32)
+        winner = self.xp.empty((g.N, g.C, g.OH * g.OW), np.int64)
+        self.launch_1d("pool", "max_pool2d_forward", out.size, (x, out, winner, self.geometry_array(g)))
         return out, winner
 
     def max_pool2d_backward(self, grad, winner, x_shape, kernel, stride, padding, dilation=(1, 1)):
         """dx: each output's gradient added to the input its window's winner came from (pool.cu)."""
         if not self.is_f32(grad) or len(x_shape) != 4:
             return self.glue["max_pool2d_backward"](grad, winner, x_shape, kernel, stride, padding, dilation)
-        dims = self.conv_dims(x_shape, kernel, stride, padding, dilation)
+        g = pool_geometry(x_shape, kernel, stride, padding, dilation)
         dx = self.xp.zeros(tuple(x_shape), F32)
         self.launch_1d("pool", "max_pool2d_backward", grad.size,
                        (self.contiguous(grad), self.contiguous(winner.astype(np.int64, copy=False)), dx,
-                        self._dims_array(dims)))
+                        self.geometry_array(g)))
         return dx
 
     def avg_pool2d(self, x, kernel, stride, padding):
@@ -406,21 +438,27 @@ class CudaKernels:
         if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
             return self.glue["avg_pool2d"](x, kernel, stride, padding)
         x = self.contiguous(x)
-        dims = self.conv_dims(x.shape, kernel, stride, padding, (1, 1))
-        out = self.xp.empty((dims[0], dims[1], dims[12], dims[13]), F32)
-        self.launch_1d("pool", "avg_pool2d_forward", out.size, (x, out, self._dims_array(dims)))
+        g = pool_geometry(x.shape, kernel, stride, padding)
+        out = self.xp.empty((g.N, g.C, g.OH, g.OW), F32)
+        self.launch_1d("pool", "avg_pool2d_forward", out.size, (x, out, self.geometry_array(g)))
         return out
 
     def avg_pool2d_backward(self, grad, x_shape, kernel, stride, padding):
         """dx: each input gets 1/(kh kw) of the gradient of every window covering it (pool.cu)."""
         if not self.is_f32(grad) or len(x_shape) != 4:
             return self.glue["avg_pool2d_backward"](grad, x_shape, kernel, stride, padding)
-        dims = self.conv_dims(x_shape, kernel, stride, padding, (1, 1))
+        g = pool_geometry(x_shape, kernel, stride, padding)
         dx = self.xp.zeros(tuple(x_shape), F32)
-        self.launch_1d("pool", "avg_pool2d_backward", grad.size, (self.contiguous(grad), dx, self._dims_array(dims)))
+        self.launch_1d("pool", "avg_pool2d_backward", grad.size, (self.contiguous(grad), dx, self.geometry_array(g)))
         return dx
 
-    # ------------------------------------------------------------ batch norm (batchnorm.cu)
+
+# ---------------------------------------------------------------- batchnorm.cu
+
+
+class BatchNormHost:
+    """csrc/cuda/batchnorm.cu: batch norm with the batch's statistics, and channel_affine (eval mode + activation)."""
+    KERNELS = ("batch_norm", "batch_norm_backward", "channel_affine", "channel_affine_backward")
 
     def batch_norm(self, x, weight, bias, eps):
         """y = (x - mean) * invstd * weight + bias with per-channel (axis 1) batch statistics;
@@ -460,19 +498,21 @@ class CudaKernels:
     def channel_affine(self, x, scale, shift, activation=None):
         """y = act(x * scale[c] + shift[c]) over channel axis 1: batch norm in eval mode and its activation
         (None, "relu" or "relu6") in one pass (batchnorm.cu)."""
-        if not self.is_f32(x, scale, shift) or x.ndim < 2 or x.size == 0 or activation not in ACTIVATION_CODES:
+        act = activation_code("channel_affine", activation)
+        if not self.is_f32(x, scale, shift) or x.ndim < 2 or x.size == 0:
             return self.glue["channel_affine"](x, scale, shift, activation)
         x, scale, shift = self.contiguous(x), self.contiguous(scale), self.contiguous(shift)
         N, C = x.shape[:2]
         y = self.xp.empty(x.shape, F32)
         self.launch_1d("batchnorm", "channel_affine", x.size,
-                       (x, scale, shift, y, i64(x.size), i32(C), i64(x.size // (N * C)), i32(ACTIVATION_CODES[activation])))
+                       (x, scale, shift, y, i64(x.size), i32(C), i64(x.size // (N * C)), i32(act)))
         return y
 
     def channel_affine_backward(self, grad, x, y, scale, activation=None):
         """(dx, dscale, dshift) of channel_affine, y its output; one block per channel (batchnorm.cu)."""
+        act = activation_code("channel_affine_backward", activation)
         if (not self.is_f32(grad, x, y, scale) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape
-                or y.shape != x.shape or activation not in ACTIVATION_CODES):
+                or y.shape != x.shape):
             return self.glue["channel_affine_backward"](grad, x, y, scale, activation)
         grad, x, y, scale = (self.contiguous(a) for a in (grad, x, y, scale))
         N, C = x.shape[:2]
@@ -480,10 +520,16 @@ class CudaKernels:
         dx, dscale, dshift = self.xp.empty(x.shape, F32), self.xp.empty(C, F32), self.xp.empty(C, F32)
         self.launch_rows("batchnorm", "channel_affine_backward", C, N * S,
                          (grad, x, y, scale, dx, dscale, dshift, i32(N), i32(C), i64(S),
-                          i32(ACTIVATION_CODES[activation])))
+                          i32(act)))
         return dx, dscale, dshift
 
-    # ------------------------------------------------------------ embedding (embedding.cu)
+
+# ---------------------------------------------------------------- embedding.cu
+
+
+class EmbeddingHost:
+    """csrc/cuda/embedding.cu: row gather and its atomic scatter-add (and gather's scatter_add, from CuPy)."""
+    KERNELS = ("embedding", "embedding_backward", "scatter_add")
 
     def _ids(self, ids, num_embeddings):
         ids = self.contiguous(self.xp.asarray(ids).astype(np.int64, copy=False))
@@ -525,7 +571,13 @@ class CudaKernels:
         self.xp.add.at(out, tuple(where), values)
         return out
 
-    # ------------------------------------------------------------ optimizers (optim.cu)
+
+# ---------------------------------------------------------------- optim.cu
+
+
+class OptimHost:
+    """csrc/cuda/optim.cu: the fused SGD and Adam/AdamW updates, in place."""
+    KERNELS = ("sgd_step", "adam_step")
 
     def _updatable(self, param, *others):
         return (self.is_f32(param, *others) and param.flags.c_contiguous
@@ -562,7 +614,15 @@ class CudaKernels:
                         f32(beta2), f32(eps), f32(weight_decay), i32(bool(decoupled)), f32(step_size),
                         f32(sqrt_bias_correction2)))
 
-    # ------------------------------------------------------------ the backend namespace
+
+# ---------------------------------------------------------------- all of them
+
+HOSTS = (ElementwiseHost, ReduceHost, SoftmaxHost, MatmulHost, ConvHost, PoolHost, BatchNormHost, EmbeddingHost,
+         OptimHost)
+
+
+class CudaKernels(Launcher, *HOSTS):
+    """The host code of every CUDA kernel, for one device (see the module docstring)."""
 
     def namespace(self):
         """The backend: numpy_ref's names, each bound to a kernel here or to the glue."""
@@ -574,19 +634,24 @@ class CudaKernels:
             **{op: (lambda x, op=op: self.unary(op, x)) for op in UNARY},
             **{op: (lambda a, b, op=op: self.binary(op, a, b)) for op in BINARY},
             **{op: (lambda x, axis=None, keepdims=False, op=op: self.reduce(op, x, axis, keepdims))
-               for op in ("sum", "max", "min", "mean")},
+               for op in REDUCE},
         )
-        for name in ("softmax", "log_softmax", "logsumexp", "cross_entropy", "matmul", "conv2d",
-                     "conv2d_backward_data", "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward",
-                     "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "channel_affine",
-                     "channel_affine_backward", "embedding",
-                     "embedding_backward", "scatter_add", "sgd_step", "adam_step"):
-            kernels[name] = getattr(self, name)
+        for host in HOSTS:
+            for name in host.KERNELS:
+                kernels[name] = getattr(self, name)
         kernels["kernels"] = self
         return types.SimpleNamespace(**kernels)
 
 
 # ---------------------------------------------------------------- compiling without a GPU
+
+def kernel_headers():
+    """The headers a .cu file may include, by the name it includes them with: "block_reduce.cuh"
+    (csrc/cuda), "../common/conv_geometry.h" (csrc/common, shared with the C++ kernels)."""
+    headers = {h.name: h for h in sorted(CUDA_DIR.glob("*.cuh"))}
+    headers.update({f"../common/{h.name}": h for h in sorted(COMMON_DIR.glob("*.h"))})
+    return headers
+
 
 def nvrtc_compile(path, arch="sm_80"):
     """Compile one .cu file to a cubin for ``arch`` with NVRTC: no GPU and no driver needed.
@@ -596,9 +661,9 @@ def nvrtc_compile(path, arch="sm_80"):
     """
     from cupy.cuda import nvrtc
     path = Path(path)
-    headers = sorted(CUDA_DIR.glob("*.cuh"))  # the files a .cu may #include, given to NVRTC by name
-    program = nvrtc.createProgram(path.read_text(), path.name, [h.read_bytes() for h in headers],
-                                  [h.name.encode() for h in headers])
+    headers = kernel_headers()  # the files a .cu may #include, given to NVRTC by the name it includes
+    program = nvrtc.createProgram(path.read_text(), path.name, [h.read_bytes() for h in headers.values()],
+                                  [name.encode() for name in headers])
     try:
         try:
             nvrtc.compileProgram(program, [f"--gpu-architecture={arch}", "-std=c++17"])
@@ -649,7 +714,11 @@ def cuda_backend():
     def load_module(name):
         if name not in modules:
             source = (CUDA_DIR / f"{name}.cu").read_text()
-            modules[name] = cupy.RawModule(code=source, options=("-std=c++17", f"-I{CUDA_DIR}"))
+            # CuPy caches compiled modules by their source: name the headers' contents in it too, so
+            # that a changed header is a new module.
+            digest = hashlib.sha256(b"".join(h.read_bytes() for h in kernel_headers().values())).hexdigest()[:16]
+            modules[name] = cupy.RawModule(code=f"{source}\n// headers {digest}\n",
+                                           options=("-std=c++17", f"-I{CUDA_DIR}"))
         return modules[name]
 
     sm_count = cupy.cuda.Device().attributes["MultiProcessorCount"]

@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
+COMMON_DIR = ROOT / "csrc" / "common"  # headers shared by the CUDA and the C++ kernels
 EMU_HEADER = ROOT / "csrc" / "emu" / "cuda_emu.h"
 CXX_FLAGS = ["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-w"]
 # MINIDL_EMU_SANITIZE=thread builds the kernels with ThreadSanitizer, which reports two
@@ -75,7 +76,8 @@ def compile_module(path):
     """Compile one .cu file for the emulator (or find it in the cache); returns the .so path."""
     path = Path(path)
     cpp = translate(path.read_text(), str(path))
-    headers = "".join(h.read_text() for h in sorted(CUDA_DIR.glob("*.cuh")))  # what the .cu may #include
+    # what the .cu may #include: csrc/cuda/*.cuh, and csrc/common/*.h as "../common/<name>" (found through -I CUDA_DIR)
+    headers = "".join(h.read_text() for h in sorted(CUDA_DIR.glob("*.cuh")) + sorted(COMMON_DIR.glob("*.h")))
     flags = cxx_flags()
     digest = hashlib.sha256((cpp + headers + EMU_HEADER.read_text() + " ".join(flags)).encode()).hexdigest()[:16]
     out_dir = cache_dir()

@@ -4,6 +4,7 @@ The kernels (im2col + matmul in numpy_ref.py) do the work; these Functions say
 which kernel computes each gradient.
 """
 from ..autograd import Function
+from ..backend.kernel_types import conv_geometry, pool_geometry
 from .elementwise import as_tensors
 from .shape import stack
 
@@ -11,11 +12,6 @@ from .shape import stack
 def pair(v):
     """An int or a pair of ints as an (h, w) tuple of ints."""
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
-
-
-def out_size(size, kernel, stride, padding, dilation):
-    """The output length of a conv or pool: floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 class Conv2d(Function):
@@ -48,8 +44,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d: input {x.shape} has {C} channels; with groups={groups} weight {weight.shape} "
                          f"must be (O, {C // groups if C % groups == 0 else 'C/groups'}, kh, kw) with O and C "
                          f"divisible by groups")
-    OH, OW = out_size(H, kh, stride[0], padding[0], dilation[0]), out_size(W, kw, stride[1], padding[1], dilation[1])
-    if OH < 1 or OW < 1:
+    geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)  # (backend/kernel_types.py)
+    if geometry.OH < 1 or geometry.OW < 1:
         raise ValueError(f"conv2d: a {kh}x{kw} kernel (dilation {dilation}) does not fit the padded "
                          f"{H}x{W} input with padding {padding}; use more padding or a smaller kernel")
     y = Conv2d.apply(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -103,7 +99,8 @@ def _pool_params(op, x, kernel_size, stride, padding, dilation=1):
     padding, dilation = pair(padding), pair(dilation)
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
-    if any(out_size(n, k, s, p, d) < 1 for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)):
+    geometry = pool_geometry(x.shape, kernel, stride, padding, dilation)  # (backend/kernel_types.py)
+    if geometry.OH < 1 or geometry.OW < 1:
         raise ValueError(f"{op}: kernel {kernel} does not fit the {x.shape[2:]} input with padding {padding}")
     return kernel, stride, padding, dilation
 

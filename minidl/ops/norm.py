@@ -4,7 +4,8 @@ from ..autograd import Function
 from ..tensor import ones, zeros
 from .elementwise import relu, relu6
 
-# The activations batch_norm can apply to its output (fused into the same pass in evaluation mode).
+# The activations batch_norm can apply to its output (fused into the same pass in evaluation mode),
+# as ops: the names of the kernels' table (backend/kernel_types.py ACTIVATIONS, csrc/common/activation.h).
 ACTIVATIONS = {None: lambda y: y, "relu": relu, "relu6": relu6}
 
 
