@@ -137,6 +137,7 @@ class LMDataLoader(_TextLoader):
         self.epoch += 1
 
     def one_batch(self):
+        """The first window of the stream in text order (no shuffling, no jitter): to look at or to size a model."""
         return next(iter(LMDataLoader(self.texts, self.bs, self.seq_len, device=self.device)))
 
 
@@ -151,6 +152,7 @@ class SortedBatches:
         self.lengths, self.bs, self.shuffle = np.asarray(lengths), bs, shuffle
 
     def batches(self, rng):
+        """This epoch's batches, each an array of text indices (``rng`` draws the training order)."""
         n, bs = len(self.lengths), self.bs
         if not self.shuffle:
             order = np.argsort(-self.lengths, kind="stable")
@@ -200,6 +202,7 @@ class TextClassLoader(_TextLoader):
         return tuple(fields)
 
     def one_batch(self):
+        """The first ``bs`` texts, padded, as a batch."""
         return self.batch_of(np.arange(min(self.bs, len(self.texts))))
 
 
