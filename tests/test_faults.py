@@ -193,3 +193,16 @@ def test_a_failing_item_transform_names_the_file(photos):
                                           num_workers=2)
     with pytest.raises(RuntimeError, match=r"failed on .*photos/(red|blue)\.\d+\.png \(ZeroDivisionError"):
         dls.train.one_batch()
+
+
+def test_predict_on_an_unreadable_file_names_it(photos, tmp_path):
+    """The same fault arriving another way: one file given to learn.predict rather than to test_dl."""
+    from minidl.vision import vision_learner
+    from minidl.vision.models import resnet18
+    dls = ImageDataLoaders.from_name_func(photos, get_image_files(photos), lambda n: n.split(".")[0],
+                                          valid_pct=0.25, seed=0, item_tfms=Resize(8), bs=4)
+    learn = vision_learner(dls, resnet18, pretrained=False, path=tmp_path)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"GIF89a but not really")
+    with pytest.raises(OSError, match=str(broken)):
+        learn.predict(broken)
