@@ -19,7 +19,7 @@ MEASUREMENT = re.compile(r"\bmeasured\b|\bhistory\b|\d ?(ms|us|µs)\b|\b\d+(\.\d
 # conv.py and norm.py have another owner. What they do not follow yet: conv2d, max_pool2d, avg_pool2d,
 # adaptive_avg_pool2d and batch_norm (for BatchNorm) do not name the Function they apply, and
 # AdaptiveAvgPool2d's docstring does not say where its gradient goes.
-HELPERS_NOT_YET, FUNCTIONS_NOT_YET = {"conv", "norm"}, {"conv"}
+HELPERS_NOT_YET, FUNCTIONS_NOT_YET = set(), set()
 
 
 def module_of(name):

@@ -32,7 +32,7 @@ class Conv2d(Function):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,)."""
+    """2-D convolution of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,); derivatives in ``Conv2d``."""
     x, weight = as_tensors("conv2d", x, weight)
     stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
     if x.ndim != 4 or weight.ndim != 4:
@@ -80,7 +80,8 @@ class AvgPool2d(Function):
 
 
 class AdaptiveAvgPool2d(Function):
-    """y = mean over the window of each output cell, windows chosen to cover the input evenly."""
+    """y = mean over the window of each output cell, windows chosen to cover the input evenly;
+    each input gets, from every window holding it, that window's gradient divided by its size."""
     @staticmethod
     def forward(ctx, x, out_size):
         ctx.shape = x.shape
@@ -106,16 +107,16 @@ def _pool_params(op, x, kernel_size, stride, padding, dilation=1):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
-    """y[n,c,i,j] = max of x (N, C, H, W) over the (dilated) window at (i, j) * stride, padding as -inf;
-    the gradient goes to each window's winner. stride defaults to kernel_size.
+    """y[n,c,i,j] = max of x (N, C, H, W) over the (dilated) window at (i, j) * stride, padding as -inf
+    (its gradient: ``MaxPool2d``). stride defaults to kernel_size.
     """
     kernel, stride, padding, dilation = _pool_params("max_pool2d", x, kernel_size, stride, padding, dilation)
     return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """y[n,c,i,j] = mean of x (N, C, H, W) over the window at (i, j) * stride, zero padding counted;
-    each input gets 1/(kh kw) of its windows' gradients. stride defaults to kernel_size.
+    """y[n,c,i,j] = mean of x (N, C, H, W) over the window at (i, j) * stride, zero padding counted
+    (its gradient: ``AvgPool2d``). stride defaults to kernel_size.
     """
     kernel, stride, padding, _ = _pool_params("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
@@ -129,7 +130,8 @@ def _adaptive_size(op, x, output_size):
 
 
 def adaptive_avg_pool2d(x, output_size):
-    """Mean over output_size windows that tile H and W: window i spans [floor(i H / OH), ceil((i+1) H / OH))."""
+    """Mean over output_size windows that tile H and W: window i spans [floor(i H / OH), ceil((i+1) H / OH))
+    (its gradient: ``AdaptiveAvgPool2d``)."""
     return AdaptiveAvgPool2d.apply(x, out_size=_adaptive_size("adaptive_avg_pool2d", x, output_size))
 
 

@@ -58,7 +58,7 @@ class ChannelAffine(Function):
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
                activation=None):
     """PyTorch's F.batch_norm over channel axis 1 of (N, C) or (N, C, H, W) input, then ``activation``
-    (None, "relu" or "relu6") if given.
+    (None, "relu" or "relu6") if given; derivatives in ``BatchNorm`` and ``ChannelAffine``.
 
     Training: normalise with the batch's mean and (biased) variance, and update the
     running averages if given. Evaluation: normalise with the running averages, which
