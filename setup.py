@@ -16,7 +16,10 @@ from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
 from setuptools import setup
 
 compile_args = ["-O3", "-ffp-contract=fast",  # fuse a*b+c into FMAs (-std=c++17 turns it off)
-                "-fno-math-errno"]  # lets std::sqrt vectorize (optim.cpp); no kernel reads errno
+                "-fno-math-errno",  # lets std::sqrt vectorize (optim.cpp); no kernel reads errno
+                "-fno-trapping-math"]  # lets loops with selects vectorize (exp_poly.h's range checks: softmax,
+                                       # lstm.cpp): GCC would not compute a branch's float math unconditionally
+                                       # in case it raised a floating-point trap, which no kernel enables
 link_args = []
 if sys.platform != "win32":
     compile_args.append("-fopenmp")

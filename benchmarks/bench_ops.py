@@ -6,13 +6,13 @@
 Each row times one kernel call (median of --repeat, after one warm-up) on a shape that one
 of the chapter-1 models produces: the tabular model's (64 | 1024, 200) activations, the
 small CNN's (32, 16, 32, 32) feature map, EfficientNet-Lite0's (batch 32) feature maps, a
-classifier's logits. "numpy" is the reference
-kernel of the same name in minidl/backend/numpy_ref.py; "torch" is the closest aten call
-(torch.threshold_backward, softmax, cross_entropy with reduction="none" + its gradient,
+classifier's logits, a U-Net decoder's (8, 64, 90, 120) map doubled in size. "numpy" is the
+reference kernel of the same name in minidl/backend/numpy_ref.py; "torch" is the closest aten
+call (torch.threshold_backward, softmax, cross_entropy with reduction="none" + its gradient,
 batch_norm's training forward / backward through autograd; for channel_affine, eval-mode
-batch_norm + relu6 and their backward through autograd). The cpu backend uses a C++
-kernel only where it beats numpy (see KERNELS in minidl/backend/cpu.py): the numpy / minidl
-column says by how much.
+batch_norm + relu6 and their backward through autograd; aten's upsample kernels). The cpu
+backend uses a C++ kernel only where it beats numpy (see KERNELS in minidl/backend/cpu.py):
+the numpy / minidl column says by how much.
 """
 import argparse
 
@@ -60,6 +60,16 @@ def cases(rng):
                     ("softmax", x)))
         out.append((f"cross_entropy {shape}", lambda x=x, t=t: cpu.cross_entropy(x, t),
                     lambda x=x, t=t: ref.cross_entropy(x, t), ("cross_entropy", x, t)))
+    x = rng.standard_normal((8, 64, 90, 120), dtype=np.float32)  # a U-Net decoder's map, doubled (resize.cpp)
+    g = rng.standard_normal((8, 64, 180, 240), dtype=np.float32)
+    out.append(("upsample_nearest2d x2 (8, 64, 90, 120)", lambda: cpu.upsample_nearest2d(x, (180, 240)),
+                lambda: ref.upsample_nearest2d(x, (180, 240)), ("upsample_nearest2d", x)))
+    out.append(("upsample_nearest2d_backward x2", lambda: cpu.upsample_nearest2d_backward(g, x.shape),
+                lambda: ref.upsample_nearest2d_backward(g, x.shape), ("upsample_nearest2d_backward", g, x)))
+    out.append(("upsample_bilinear2d x2 (8, 64, 90, 120)", lambda: cpu.upsample_bilinear2d(x, (180, 240), False),
+                lambda: ref.upsample_bilinear2d(x, (180, 240), False), ("upsample_bilinear2d", x)))
+    out.append(("upsample_bilinear2d_backward x2", lambda: cpu.upsample_bilinear2d_backward(g, x.shape, False),
+                lambda: ref.upsample_bilinear2d_backward(g, x.shape, False), ("upsample_bilinear2d_backward", g, x)))
     return out
 
 
@@ -75,6 +85,14 @@ def torch_call(torch, spec):
         return lambda: torch.softmax(ts[0], -1)
     if kind == "log_softmax":
         return lambda: torch.log_softmax(ts[0], -1)
+    if kind.startswith("upsample"):  # aten's own resize kernels, forward or backward alone
+        a, x = ts[0], ts[-1]
+        size, shape = [2 * n for n in x.shape[2:]], list(x.shape)
+        return {"upsample_nearest2d": lambda: torch.ops.aten.upsample_nearest2d(a, size),
+                "upsample_nearest2d_backward": lambda: torch.ops.aten.upsample_nearest2d_backward(a, size, shape),
+                "upsample_bilinear2d": lambda: torch.ops.aten.upsample_bilinear2d(a, size, False),
+                "upsample_bilinear2d_backward":
+                    lambda: torch.ops.aten.upsample_bilinear2d_backward(a, size, shape, False)}[kind]
     if kind == "cross_entropy":  # the loss per row and its gradient, as minidl's kernel gives both
         x, t = ts
 

@@ -407,6 +407,48 @@ def _adaptive():
     return (lambda m, F, x, out: F.adaptive_avg_pool2d(x, out)), draw
 
 
+def _resize_input(data):
+    """An (N, C, H, W) input and interpolate's size or scale_factor (up or down; factors keep h, w >= 1)."""
+    x = data.draw(arrays((2, 2, data.draw(st.integers(2, 6)), data.draw(st.integers(2, 6)))))
+    if data.draw(st.booleans()):
+        return x, dict(size=(data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))))
+    return x, dict(scale_factor=data.draw(st.sampled_from([0.75, 1.5, 2, 2.7])))
+
+
+@op("interpolate (nearest)", C)
+def _interpolate_nearest():
+    def draw(data):
+        x, kw = _resize_input(data)
+        return [x, ("params", kw)]
+    return (lambda m, F, x, kw: F.interpolate(x, mode="nearest", **kw)), draw
+
+
+@op("interpolate (bilinear)", C, notes="align_corners False and True")
+def _interpolate_bilinear():
+    def draw(data):
+        x, kw = _resize_input(data)
+        return [x, ("params", dict(kw, align_corners=data.draw(st.booleans())))]
+    return (lambda m, F, x, kw: F.interpolate(x, mode="bilinear", **kw)), draw
+
+
+@op("pixel_shuffle", C)
+def _pixel_shuffle():
+    def draw(data):
+        r = data.draw(st.integers(1, 3))
+        return [data.draw(arrays((2, data.draw(st.integers(1, 2)) * r * r, data.draw(st.integers(1, 3)),
+                                  data.draw(st.integers(1, 3))))), ("params", r)]
+    return (lambda m, F, x, r: F.pixel_shuffle(x, r)), draw
+
+
+@op("pixel_unshuffle", C)
+def _pixel_unshuffle():
+    def draw(data):
+        r = data.draw(st.integers(1, 3))
+        return [data.draw(arrays((2, data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)) * r,
+                                  data.draw(st.integers(1, 3)) * r))), ("params", r)]
+    return (lambda m, F, x, r: F.pixel_unshuffle(x, r)), draw
+
+
 def batch_norm_then(m, F, activation, *args, **kwargs):
     """F.batch_norm followed by ``activation``: minidl's argument (fused in eval mode), PyTorch's own op."""
     if m.__name__ == "torch":
@@ -456,6 +498,29 @@ def _dropout():
         m.manual_seed(0)  # the same mask on every call, so finite differences see one function
         return F.dropout(x, 0.3, training=True)
     return call, draw
+
+
+# ---------------------------------------------------------------- recurrent
+RNN = "rnn"
+
+
+def lstm_layer(m, F, x, h0, c0, w_ih, w_hh, bias):
+    """One LSTM layer -> (outputs, h_T, c_T): minidl's op ``lstm``; PyTorch's ``torch.lstm``, the function
+    under nn.LSTM (state with a layer axis, its two biases given as bias and zeros)."""
+    if m.__name__ == "torch":
+        out, h, c = m.lstm(x, (h0[None], c0[None]), [w_ih, w_hh, bias, m.zeros_like(bias)], True, 1, 0.0, False,
+                           False, True)
+        return out, h[0], c[0]
+    return m.ops.rnn.lstm(x, h0, c0, w_ih, w_hh, bias)
+
+
+@op("lstm", RNN, examples=8, notes="one layer as one op, backpropagation through time in its kernels")
+def _lstm():
+    def draw(data):
+        B, T, I, H = (data.draw(st.integers(1, 3)) for _ in range(4))
+        shapes_ = [(B, T, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,)]
+        return [data.draw(arrays(s)) for s in shapes_]
+    return lstm_layer, draw
 
 
 SPECS_BY_NAME = {s.name: s for s in SPECS}

@@ -589,7 +589,7 @@ def test_sequential_indexing():
     assert model[0] is a and model[-1] is c and len(model) == 3 and list(model) == [a, b, c]
     head = model[1:]
     assert isinstance(head, nn.Sequential) and list(head) == [b, c]
-    assert [n for n, _ in head.named_parameters()] == ["1.weight", "1.bias"]
+    assert [n for n, _ in head.named_parameters()] == ["2.weight", "2.bias"]   # a slice keeps the names, as in PyTorch
 
 
 # ---------------------------------------------------------------- Module: modes, freezing, gradients

@@ -330,6 +330,22 @@ MINIDL_KERNEL(avg_pool2d, (const T* x, T* out, const ConvGeometry& geometry),
 MINIDL_KERNEL(avg_pool2d_backward, (const T* grad, T* dx, const ConvGeometry& geometry),
               "dx (N, C, H, W) of avg_pool2d (pool.cpp)");
 
+MINIDL_KERNEL(upsample_nearest2d, (const T* x, T* out, const index_t* rows, const index_t* cols, index_t planes,
+                                   index_t H, index_t W, index_t h, index_t w),
+              "out (planes, h, w)[p, i, j] = x (planes, H, W)[p, rows[i], cols[j]] (resize.cpp)");
+MINIDL_KERNEL(upsample_nearest2d_backward, (const T* grad, T* dx, const index_t* rows, const index_t* cols,
+                                            index_t planes, index_t H, index_t W, index_t h, index_t w),
+              "dx (planes, H, W) of upsample_nearest2d: each gradient added where its output was read (resize.cpp)");
+MINIDL_KERNEL(upsample_bilinear2d, (const T* x, T* out, const index_t* rows, const T* row_weights,
+                                    const index_t* cols, const T* col_weights, index_t planes, index_t H, index_t W,
+                                    index_t h, index_t w),
+              "out (planes, h, w): x (planes, H, W) interpolated between columns cols = [x0; x1] (2, w), then "
+              "rows = [y0; y1] (2, h), with weights (1 - w, w) (resize.cpp)");
+MINIDL_KERNEL(upsample_bilinear2d_backward, (const T* grad, T* dx, const index_t* rows, const T* row_weights,
+                                             const index_t* cols, const T* col_weights, index_t planes, index_t H,
+                                             index_t W, index_t h, index_t w),
+              "dx (planes, H, W) of upsample_bilinear2d: the weights transposed (resize.cpp)");
+
 MINIDL_KERNEL(batch_norm, (const T* x, const T* weight, const T* bias, double eps, T* y, T* mean, T* var,
                            T* invstd, index_t N, index_t C, index_t S),
               "batch norm of x (N, C, S) with the batch's statistics per channel (batchnorm.cpp)");
@@ -350,6 +366,15 @@ MINIDL_KERNEL(cross_entropy, (const T* logits, const index_t* target, T* loss, T
                               index_t classes),
               "loss[r] = logsumexp(logits[r]) - logits[r, target[r]] and dlogits = softmax - onehot "
               "(softmax.cpp)");
+
+MINIDL_KERNEL(lstm_forward, (const T* x, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias, T* hs,
+                             T* cs, T* gates, index_t steps, index_t batch, index_t input_size, index_t hidden_size),
+              "one LSTM layer over x (T, B, I): hs, cs (T+1, B, H) the states h_0..h_T, c_0..c_T, gates (T, B, 4H) "
+              "the activated i, f, g, o of each step (lstm.cpp)");
+MINIDL_KERNEL(lstm_backward, (const T* d_out, const T* d_cT, const T* x, const T* w_ih, const T* w_hh, const T* hs,
+                              const T* cs, const T* gates, T* dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* dbias,
+                              index_t steps, index_t batch, index_t input_size, index_t hidden_size),
+              "backpropagation through time of lstm_forward, from d_out (T, B, H) and d_cT (B, H) (lstm.cpp)");
 
 MINIDL_KERNEL(relu_backward, (const T* grad, const T* y, T* dx, index_t n),
               "dx = grad where y > 0, else 0 (elementwise.cpp)");

@@ -6,6 +6,7 @@
 // arrays through); minidl/backend/cpu.py validates their arguments and allocates the outputs.
 #pragma once
 #include <atomic>
+#include <memory>
 
 #include "../common/activation.h"
 #include "../common/conv_geometry.h"
@@ -59,6 +60,19 @@ struct Matrix {
 template <typename T>
 void matmul(const T* a, const Strides& as, const T* b, const Strides& bs, T* c, const Strides& cs, index_t batch,
             index_t M, index_t N, index_t K, bool accumulate = false);
+
+// A B operand packed once (the GEMM packs B at every call) for many products with it, each
+// c (+)= a @ B with a (M, K) and c (M, N) (cs.col 1, rows ldc apart): lstm.cpp's W_hh, at every
+// step of a sequence.  Threads share B's columns, which suits an a of few rows.  See matmul.cpp.
+template <typename T>
+struct PackedMatrix {
+    PackedMatrix(const T* b, const Strides& bs, index_t K, index_t N);  // b (K, N) read through its strides
+    std::unique_ptr<T[]> data;
+    index_t rows, cols;                                                   // K, N
+};
+template <typename T>
+void matmul(const T* a, const Strides& as, const PackedMatrix<T>& b, T* c, index_t ldc, index_t M,
+            bool accumulate = false);
 
 // The geometry of a convolution or pooling (csrc/common/conv_geometry.h), with 64-bit sizes.
 using ConvGeometry = ConvGeometryOf<index_t>;

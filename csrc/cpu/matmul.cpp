@@ -50,6 +50,11 @@
 // Why the scratch buffers are kept from call to call: fresh memory costs a page fault
 // per 4 KiB on first touch — ~10% at n = 512.
 //
+// B packed once (PackedMatrix, kernels.h; at the end of this file): a product repeated with the
+// same B — the LSTM's h W_hh^T at every step of a sequence (lstm.cpp) — packs B once, not at
+// every call (with 32 rows in A, packing 4H x H weights was a quarter of each product), and its
+// threads split B's columns: a few rows of A (6 panels for a batch of 32) split unevenly.
+//
 // Portability: the build uses no -march flag (a wheel must run on any x86-64), so the
 // hot functions (the macro-kernel and B's packing, each with everything it inlines) are
 // compiled for several targets — AVX-512 (GCC's `target`), AVX2+FMA and plain x86-64
@@ -425,6 +430,67 @@ void matmul_dispatch(const T* a, const Strides& as, const T* b, const Strides& b
     matmul_impl<Avx2Blocking<T>>(a, as, b, bs, c, cs, batch, M, N, K, accumulate);
 }
 
+// B packed once for many products (lstm.cpp: W_hh at every step of a sequence).  The layout is
+// gemm's, kept whole: the KC-deep slice k of NC-column block j, packed by pack_b into slivers, at
+// slot (j * k_slices + k) of kc_max * nc_max elements.
+template <typename Blk>
+struct PackedLayout {
+    index_t k_slices, kc_max, nc_max;
+    PackedLayout(index_t K, index_t N)
+        : k_slices(std::max<index_t>(1, ceil_div(K, Blk::KC))), kc_max(ceil_div(K, k_slices)),
+          nc_max(std::min(Blk::NC, round_up(N, Blk::NR))) {}
+    index_t slot(index_t j_block, index_t k_slice) const { return (j_block * k_slices + k_slice) * kc_max * nc_max; }
+    index_t size(index_t N) const { return slot(ceil_div(N, Blk::NC), 0); }
+};
+
+template <typename Blk, typename T>
+void pack_whole_b(const T* b, const Strides& bs, index_t K, index_t N, T* packed) {
+    const PackedLayout<Blk> layout(K, N);
+    for (index_t j0 = 0; j0 < N; j0 += Blk::NC)
+        for (index_t k0 = 0; k0 < K; k0 += layout.kc_max) {
+            const index_t nc = std::min(Blk::NC, N - j0), kc = std::min(layout.kc_max, K - k0);
+            T* slice = packed + layout.slot(j0 / Blk::NC, k0 / layout.kc_max);
+#pragma omp parallel for schedule(dynamic) num_threads(num_threads()) if (kc * nc >= (1 << 16))
+            for (index_t p0 = 0; p0 < kc; p0 += 16)
+                run_pack_b(Blk{}, b + j0 * bs.col, bs.row, bs.col, nc, k0, kc, p0, std::min(kc, p0 + 16), slice);
+        }
+}
+
+// c (+)= a @ B with B packed by pack_whole_b.  No B to pack, so the threads need not meet: each
+// takes a share of B's slivers (columns) for all of a's rows, which keeps them evenly busy even
+// when a has few rows (a batch of 32 is 6 row panels: 2 threads would split them 4 + 2).
+template <typename Blk, typename T>
+void gemm_packed(const T* a, const Strides& as, const T* packed, T* c, index_t ldc, index_t M, index_t N, index_t K,
+                 bool accumulate) {
+    const PackedLayout<Blk> layout(K, N);
+    const int threads = 2.0 * M * N * K >= 4e6 ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int part = 0; part < threads; ++part) {
+        T* packed_a = scratch<T>(Blk::MC * layout.kc_max, 0);
+        for (index_t j0 = 0; j0 < N; j0 += Blk::NC) {
+            const index_t nc = std::min(Blk::NC, N - j0), slivers = ceil_div(nc, Blk::NR);
+            const index_t s0 = slivers * part / threads, s1 = slivers * (part + 1) / threads;
+            for (index_t k0 = 0; k0 < K && s0 < s1; k0 += layout.kc_max) {
+                const index_t kc = std::min(layout.kc_max, K - k0);
+                const T* slice = packed + layout.slot(j0 / Blk::NC, k0 / layout.kc_max);
+                for (index_t i0 = 0; i0 < M; i0 += Blk::MC) {
+                    const index_t rows = std::min(Blk::MC, M - i0);
+                    pack_a<Blk>(a, as.row, as.col, i0, k0, rows, kc, packed_a);
+                    run_macro(Blk{}, rows, nc, kc, s0, s1, packed_a, slice, c + i0 * ldc + j0, ldc,
+                              /*accumulate=*/accumulate || k0 > 0);
+                }
+            }
+        }
+    }
+}
+
+#if MINIDL_X86_DISPATCH
+bool has_avx512() {
+    static const bool avx512 = __builtin_cpu_supports("x86-64-v4");
+    return avx512;
+}
+#endif
+
 }  // namespace
 
 template <typename T>
@@ -447,5 +513,38 @@ void matmul(Matrix<const T> a, Matrix<const T> b, T* out) {
 }
 template void matmul<float>(Matrix<const float>, Matrix<const float>, float*);
 template void matmul<double>(Matrix<const double>, Matrix<const double>, double*);
+
+template <typename T>
+PackedMatrix<T>::PackedMatrix(const T* b, const Strides& bs, index_t K, index_t N) : rows(K), cols(N) {
+#if MINIDL_X86_DISPATCH
+    if (has_avx512()) {
+        data.reset(new T[PackedLayout<Avx512Blocking<T>>(K, N).size(N)]);
+        pack_whole_b<Avx512Blocking<T>>(b, bs, K, N, data.get());
+        return;
+    }
+#endif
+    data.reset(new T[PackedLayout<Avx2Blocking<T>>(K, N).size(N)]);
+    pack_whole_b<Avx2Blocking<T>>(b, bs, K, N, data.get());
+}
+
+template <typename T>
+void matmul(const T* a, const Strides& as, const PackedMatrix<T>& b, T* c, index_t ldc, index_t M, bool accumulate) {
+    const index_t K = b.rows, N = b.cols;
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate)
+            for (index_t i = 0; i < M; ++i) std::fill_n(c + i * ldc, N, T(0));
+        return;
+    }
+#if MINIDL_X86_DISPATCH
+    if (has_avx512()) return gemm_packed<Avx512Blocking<T>>(a, as, b.data.get(), c, ldc, M, N, K, accumulate);
+#endif
+    gemm_packed<Avx2Blocking<T>>(a, as, b.data.get(), c, ldc, M, N, K, accumulate);
+}
+template struct PackedMatrix<float>;
+template struct PackedMatrix<double>;
+template void matmul<float>(const float*, const Strides&, const PackedMatrix<float>&, float*, index_t, index_t, bool);
+template void matmul<double>(const double*, const Strides&, const PackedMatrix<double>&, double*, index_t, index_t,
+                             bool);
 
 }  // namespace minidl

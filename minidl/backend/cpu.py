@@ -316,6 +316,73 @@ def avg_pool2d_backward(grad, x_shape, kernel, stride, padding):
     return dx
 
 
+# ---------------------------------------------------------------- resizing (resize.cpp)
+
+def _resize_sizes(op, x_shape, out_shape):
+    """(planes, H, W, h, w) of a resize of x_shape (N, C, H, W) to out_shape (N, C, h, w); a ValueError naming op
+    for shapes that are not that."""
+    x_shape, out_shape = tuple(int(n) for n in x_shape), tuple(int(n) for n in out_shape)
+    if len(x_shape) != 4 or len(out_shape) != 4 or x_shape[:2] != out_shape[:2] or min(x_shape[2:] + out_shape[2:]) < 1:
+        raise ValueError(f"{op}: resizes (N, C, H, W) to (N, C, h, w) with H, W, h, w >= 1, got {x_shape} -> "
+                         f"{out_shape} "
+                         f"(add a batch dim with x[None]; a gradient has the output's shape)")
+    N, C, H, W = x_shape
+    return N * C, H, W, out_shape[2], out_shape[3]
+
+
+def _linear_maps(in_sizes, out_sizes, align_corners, scales, dtype):
+    """The bilinear kernels' maps: rows [y0; y1] (2, h), their weights wy (h,), cols [x0; x1] (2, w), wx (w,)."""
+    (y0, y1, wy), (x0, x1, wx) = (numpy_ref.linear_source_index(n, m, s, align_corners, dtype)
+                                  for n, m, s in zip(in_sizes, out_sizes, scales))
+    return _int64(np.stack([y0, y1])), wy, _int64(np.stack([x0, x1])), wx
+
+
+def upsample_nearest2d(x, size, scales=(None, None)):
+    """numpy_ref.upsample_nearest2d in C++ (csrc/cpu/resize.cpp); other dtypes (integer masks) in numpy."""
+    out_shape = x.shape[:2] + tuple(size)
+    planes, H, W, h, w = _resize_sizes("upsample_nearest2d", x.shape, out_shape)
+    if not _same_float(x):
+        return numpy_ref.upsample_nearest2d(x, (h, w), scales)
+    rows, cols = (_int64(numpy_ref.nearest_source_index(n, m, s)) for n, m, s in zip((H, W), (h, w), scales))
+    out = np.empty((*x.shape[:2], h, w), x.dtype)
+    _C.upsample_nearest2d(x, out, rows, cols, planes, H, W, h, w)
+    return out
+
+
+def upsample_nearest2d_backward(grad, x_shape, scales=(None, None)):
+    """numpy_ref.upsample_nearest2d_backward in C++ (resize.cpp): a deterministic scatter-add."""
+    planes, H, W, h, w = _resize_sizes("upsample_nearest2d_backward", x_shape, grad.shape)
+    if not _same_float(grad):
+        return numpy_ref.upsample_nearest2d_backward(grad, x_shape, scales)
+    rows, cols = (_int64(numpy_ref.nearest_source_index(n, m, s)) for n, m, s in zip((H, W), (h, w), scales))
+    dx = np.empty(tuple(x_shape), grad.dtype)
+    _C.upsample_nearest2d_backward(grad, dx, rows, cols, planes, H, W, h, w)
+    return dx
+
+
+def upsample_bilinear2d(x, size, align_corners, scales=(None, None)):
+    """numpy_ref.upsample_bilinear2d in C++ (resize.cpp) for float32 and float64."""
+    out_shape = x.shape[:2] + tuple(size)
+    planes, H, W, h, w = _resize_sizes("upsample_bilinear2d", x.shape, out_shape)
+    if not _same_float(x):
+        return numpy_ref.upsample_bilinear2d(x, (h, w), align_corners, scales)
+    out = np.empty((*x.shape[:2], h, w), x.dtype)
+    _C.upsample_bilinear2d(x, out, *_linear_maps((H, W), (h, w), align_corners, scales, x.dtype),
+                           planes, H, W, h, w)
+    return out
+
+
+def upsample_bilinear2d_backward(grad, x_shape, align_corners, scales=(None, None)):
+    """numpy_ref.upsample_bilinear2d_backward in C++ (resize.cpp): the forward's weights transposed."""
+    planes, H, W, h, w = _resize_sizes("upsample_bilinear2d_backward", x_shape, grad.shape)
+    if not _same_float(grad):
+        return numpy_ref.upsample_bilinear2d_backward(grad, x_shape, align_corners, scales)
+    dx = np.empty(tuple(x_shape), grad.dtype)
+    _C.upsample_bilinear2d_backward(grad, dx, *_linear_maps((H, W), (h, w), align_corners, scales, grad.dtype),
+                                    planes, H, W, h, w)
+    return dx
+
+
 # ---------------------------------------------------------------- batch norm (batchnorm.cpp)
 
 def _channel_dims(op, x, *same_shape, **vectors):
@@ -436,6 +503,51 @@ def clamp_backward(grad, x, lo, hi):
     dx = np.empty(x.shape, x.dtype)
     _C.clamp_backward(grad, x, dx, dx.size, -math.inf if lo is None else lo, math.inf if hi is None else hi)
     return dx
+
+
+# ---------------------------------------------------------------- the LSTM (lstm.cpp)
+
+def _lstm_dims(op, x, w_hh):
+    """(T, B, I, H) from x (T, B, I) and w_hh (4H, H); a ValueError naming op for other shapes."""
+    if x.ndim != 3 or w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
+        raise ValueError(f"{op}: needs x (T, B, I) and w_hh (4H, H), got x {x.shape} and w_hh {w_hh.shape}")
+    return x.shape + (w_hh.shape[1],)
+
+
+def _check_lstm_shapes(op, x, **arrays):
+    """A ValueError naming op unless each name=(array, shape) has that shape."""
+    for name, (a, want) in arrays.items():
+        if a.shape != want:
+            raise ValueError(f"{op}: {name} {a.shape} should be {want} for x {x.shape} (T, B, I)")
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, bias):
+    """numpy_ref.lstm_forward in C++ (csrc/cpu/lstm.cpp): (hs, cs, gates), the time loop over fused gates."""
+    if not _same_float(x, h0, c0, w_ih, w_hh, *(() if bias is None else (bias,))) or 0 in x.shape + h0.shape:
+        return numpy_ref.lstm_forward(x, h0, c0, w_ih, w_hh, bias)
+    T, B, I, H = _lstm_dims("lstm_forward", x, w_hh)
+    if bias is None:
+        bias = np.zeros(4 * H, x.dtype)
+    _check_lstm_shapes("lstm_forward", x, h0=(h0, (B, H)), c0=(c0, (B, H)), w_ih=(w_ih, (4 * H, I)),
+                       bias=(bias, (4 * H,)))
+    hs, cs = np.empty((2, T + 1, B, H), x.dtype)
+    gates = np.empty((T, B, 4 * H), x.dtype)
+    _C.lstm_forward(x, h0, c0, w_ih, w_hh, bias, hs, cs, gates, T, B, I, H)
+    return hs, cs, gates
+
+
+def lstm_backward(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates):
+    """numpy_ref.lstm_backward in C++ (lstm.cpp): (dx, dh0, dc0, dw_ih, dw_hh, dbias), backpropagation through time."""
+    if not _same_float(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates) or 0 in x.shape + hs.shape:
+        return numpy_ref.lstm_backward(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates)
+    T, B, I, H = _lstm_dims("lstm_backward", x, w_hh)
+    _check_lstm_shapes("lstm_backward", x, d_out=(d_out, (T, B, H)), d_cT=(d_cT, (B, H)), w_ih=(w_ih, (4 * H, I)),
+                       hs=(hs, (T + 1, B, H)), cs=(cs, (T + 1, B, H)), gates=(gates, (T, B, 4 * H)))
+    dx = np.empty(x.shape, x.dtype)
+    dh0, dc0 = np.empty((2, B, H), x.dtype)
+    dw_ih, dw_hh, dbias = np.empty(w_ih.shape, x.dtype), np.empty(w_hh.shape, x.dtype), np.empty(4 * H, x.dtype)
+    _C.lstm_backward(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates, dx, dh0, dc0, dw_ih, dw_hh, dbias, T, B, I, H)
+    return dx, dh0, dc0, dw_ih, dw_hh, dbias
 
 
 # ---------------------------------------------------------------- threads

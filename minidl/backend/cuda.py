@@ -453,6 +453,76 @@ class PoolHost:
         return dx
 
 
+# ---------------------------------------------------------------- resize.cu
+
+
+class ResizeHost:
+    """csrc/cuda/resize.cu: nearest and bilinear resizing, forward and backward, through numpy_ref's maps."""
+    KERNELS = ("upsample_nearest2d", "upsample_nearest2d_backward", "upsample_bilinear2d",
+               "upsample_bilinear2d_backward")
+
+    @staticmethod
+    def _resize_sizes(x_shape, out_shape):
+        """planes, H, W, h, w as the kernels take them (long long, then ints)."""
+        N, C, H, W = x_shape
+        return i64(N * C), i32(H), i32(W), i32(out_shape[2]), i32(out_shape[3])
+
+    def _nearest_maps(self, x_shape, out_shape, scales):
+        """rows (h,) and cols (w,): numpy_ref.nearest_source_index, computed on the host, as int64 device arrays."""
+        return [self.xp.asarray(numpy_ref.nearest_source_index(n, m, s).astype(np.int64))
+                for n, m, s in zip(x_shape[2:], out_shape[2:], scales)]
+
+    def _linear_maps(self, x_shape, out_shape, align_corners, scales):
+        """rows [y0; y1] (2, h), wy (h,), cols [x0; x1] (2, w), wx (w,): numpy_ref.linear_source_index in float32."""
+        maps = []
+        for n, m, s in zip(x_shape[2:], out_shape[2:], scales):
+            i0, i1, w1 = numpy_ref.linear_source_index(n, m, s, align_corners, np.float32)
+            maps += [self.xp.asarray(np.stack([i0, i1]).astype(np.int64)), self.xp.asarray(w1)]
+        return maps
+
+    def upsample_nearest2d(self, x, size, scales=(None, None)):
+        """out[p, i, j] = x[p, rows[i], cols[j]] (resize.cu) for float32; other dtypes use the reference glue."""
+        if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
+            return self.glue["upsample_nearest2d"](x, size, scales)
+        x = self.contiguous(x)
+        out = self.xp.empty((*x.shape[:2], *size), F32)
+        self.launch_1d("resize", "upsample_nearest2d_forward", out.size,
+                       (x, out, *self._nearest_maps(x.shape, out.shape, scales),
+                        *self._resize_sizes(x.shape, out.shape)))
+        return out
+
+    def upsample_nearest2d_backward(self, grad, x_shape, scales=(None, None)):
+        """dx: each output's gradient added onto the pixel it copied (resize.cu, atomic adds)."""
+        if not self.is_f32(grad) or len(x_shape) != 4 or grad.size == 0:
+            return self.glue["upsample_nearest2d_backward"](grad, x_shape, scales)
+        dx = self.xp.zeros(tuple(x_shape), F32)
+        self.launch_1d("resize", "upsample_nearest2d_backward", grad.size,
+                       (self.contiguous(grad), dx, *self._nearest_maps(x_shape, grad.shape, scales),
+                        *self._resize_sizes(x_shape, grad.shape)))
+        return dx
+
+    def upsample_bilinear2d(self, x, size, align_corners, scales=(None, None)):
+        """Each output the weighted mean of its 2x2 input neighbours (resize.cu) for float32."""
+        if not self.is_f32(x) or x.ndim != 4 or x.size == 0:
+            return self.glue["upsample_bilinear2d"](x, size, align_corners, scales)
+        x = self.contiguous(x)
+        out = self.xp.empty((*x.shape[:2], *size), F32)
+        self.launch_1d("resize", "upsample_bilinear2d_forward", out.size,
+                       (x, out, *self._linear_maps(x.shape, out.shape, align_corners, scales),
+                        *self._resize_sizes(x.shape, out.shape)))
+        return out
+
+    def upsample_bilinear2d_backward(self, grad, x_shape, align_corners, scales=(None, None)):
+        """dx: each output's gradient shared among its 2x2 input neighbours by their weights (resize.cu)."""
+        if not self.is_f32(grad) or len(x_shape) != 4 or grad.size == 0:
+            return self.glue["upsample_bilinear2d_backward"](grad, x_shape, align_corners, scales)
+        dx = self.xp.zeros(tuple(x_shape), F32)
+        self.launch_1d("resize", "upsample_bilinear2d_backward", grad.size,
+                       (self.contiguous(grad), dx, *self._linear_maps(x_shape, grad.shape, align_corners, scales),
+                        *self._resize_sizes(x_shape, grad.shape)))
+        return dx
+
+
 # ---------------------------------------------------------------- batchnorm.cu
 
 
@@ -615,10 +685,53 @@ class OptimHost:
                         f32(sqrt_bias_correction2)))
 
 
+# ---------------------------------------------------------------- lstm.cu (with matmul.cu's GEMM)
+
+
+class LSTMHost:
+    """csrc/cuda/lstm.cu: the LSTM's time loop, here on the host: per step one GEMM (matmul.cu) and one fused
+    gate kernel; the products that do not wait for h are one GEMM each, over all steps."""
+    KERNELS = ("lstm_forward", "lstm_backward")
+
+    def lstm_forward(self, x, h0, c0, w_ih, w_hh, bias):
+        """numpy_ref.lstm_forward: (hs, cs, gates) of one layer over x (T, B, I), time-major."""
+        if not self.is_f32(x, h0, c0, w_ih, w_hh, *(() if bias is None else (bias,))) or 0 in x.shape + h0.shape:
+            return self.glue["lstm_forward"](x, h0, c0, w_ih, w_hh, bias)
+        (T, B, I), H = x.shape, h0.shape[1]
+        bias = self.xp.zeros(4 * H, F32) if bias is None else self.contiguous(bias)
+        w_hh_t = self.contiguous(w_hh).T                  # read in place by the GEMM (its transB flag)
+        gates = self.matmul(self.contiguous(x).reshape(T * B, I), w_ih.T).reshape(T, B, 4 * H)  # x_t W_ih^T, all t
+        hs, cs = self.xp.empty((T + 1, B, H), F32), self.xp.empty((T + 1, B, H), F32)
+        hs[0], cs[0] = h0, c0
+        for t in range(T):
+            hproj = self.matmul(hs[t], w_hh_t)
+            self.launch_1d("lstm", "lstm_gates_forward", B * H,
+                           (gates[t], hproj, bias, cs[t], cs[t + 1], hs[t + 1], i32(B), i32(H)))
+        return hs, cs, gates
+
+    def lstm_backward(self, d_out, d_cT, x, w_ih, w_hh, hs, cs, gates):
+        """numpy_ref.lstm_backward: (dx, dh0, dc0, dw_ih, dw_hh, dbias), backpropagation through time."""
+        if not self.is_f32(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates) or 0 in x.shape + hs.shape:
+            return self.glue["lstm_backward"](d_out, d_cT, x, w_ih, w_hh, hs, cs, gates)
+        (T, B, I), H = x.shape, hs.shape[2]
+        d_out, w_ih, w_hh, hs, cs, gates = (self.contiguous(a) for a in (d_out, w_ih, w_hh, hs, cs, gates))
+        dh, dc = self.xp.zeros((B, H), F32), self.xp.array(d_cT, dtype=F32, order="C")  # dc: updated in place
+        dZ = self.xp.empty((T, B, 4 * H), F32)
+        for t in reversed(range(T)):
+            self.launch_1d("lstm", "lstm_gates_backward", B * H,
+                           (gates[t], cs[t], cs[t + 1], d_out[t], dh, dc, dZ[t], i32(B), i32(H)))
+            dh = self.matmul(dZ[t], w_hh)
+        dZ2 = dZ.reshape(T * B, 4 * H)
+        x2 = self.contiguous(x).reshape(T * B, I)
+        dx = self.matmul(dZ2, w_ih).reshape(T, B, I)
+        dw_ih, dw_hh = self.matmul(dZ2.T, x2), self.matmul(dZ2.T, hs[:T].reshape(T * B, H))
+        return dx, dh, dc, dw_ih, dw_hh, self.reduce("sum", dZ2, 0, False)
+
+
 # ---------------------------------------------------------------- all of them
 
-HOSTS = (ElementwiseHost, ReduceHost, SoftmaxHost, MatmulHost, ConvHost, PoolHost, BatchNormHost, EmbeddingHost,
-         OptimHost)
+HOSTS = (ElementwiseHost, ReduceHost, SoftmaxHost, MatmulHost, ConvHost, PoolHost, ResizeHost, BatchNormHost,
+         EmbeddingHost, OptimHost, LSTMHost)
 
 
 class CudaKernels(Launcher, *HOSTS):

@@ -181,8 +181,15 @@ def getitem(x, index):
 
 
 def index_add(out, index, values):
-    """out[index] += values, adding repeated indices once each (a scatter-add), in place."""
-    np.add.at(out, index, values)
+    """out[index] += values, adding repeated indices once each (a scatter-add), in place.
+
+    An index made only of slices and integers names each element once, so a plain ``+=`` does
+    (np.add.at, which allows repeats, is 10-50x slower)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if all(isinstance(p, (slice, int, type(None), type(Ellipsis))) for p in parts):
+        out[index] += values
+    else:
+        np.add.at(out, index, values)
     return out
 
 
@@ -359,6 +366,94 @@ def adaptive_avg_pool2d_backward(grad, x_shape):
     return dx
 
 
+# ---------------------------------------------------------------- resizing (interpolate)
+# A resize reads each output row from one or two input rows and each output column from one
+# or two input columns: the axes are independent. The maps (which rows, with what weights) are
+# computed here once per axis, with PyTorch's arithmetic (float32 for "nearest"), so that every
+# implementation picks the same pixels; the C++ and CUDA kernels take them as arrays.
+# ``scales``: the scale factor the user gave for each axis, or None where a size was given.
+
+def nearest_source_index(in_size, out_size, scale=None):
+    """PyTorch's "nearest": output i reads input min(floor(i * s), in - 1) in float32, with
+    s = 1/scale when a scale factor was given, else in/out; out == in reads i and out == 2 in
+    reads i // 2 (PyTorch's shortcuts, which differ from the formula for some scale factors)."""
+    i = np.arange(out_size)
+    if out_size == in_size:
+        return i
+    if out_size == 2 * in_size:
+        return i // 2
+    s = np.float32(1.0 / scale) if scale else np.float32(in_size) / np.float32(out_size)
+    return np.minimum(np.floor(i.astype(np.float32) * s).astype(np.int64), in_size - 1)
+
+
+def linear_source_index(in_size, out_size, scale, align_corners, dtype):
+    """(i0, i1, w1): output i = (1 - w1[i]) * input[i0[i]] + w1[i] * input[i1[i]] (PyTorch's "linear").
+
+    Output i lies at input position src = i (in - 1)/(out - 1) with align_corners (the corner
+    pixels' centres meet), else src = max((i + 1/2) s - 1/2, 0), pixel centres scaled by s as
+    in nearest_source_index; i0 = floor(src), i1 = i0 + 1 (i0 itself at the last pixel),
+    w1 = src - i0. Computed in x's ``dtype``, as PyTorch does; out == in is the identity.
+    """
+    i = np.arange(out_size)
+    if out_size == in_size:
+        return i, i, np.zeros(out_size, dtype)
+    t = np.dtype(dtype).type
+    if align_corners:
+        src = i.astype(t) * (t(in_size - 1) / t(out_size - 1) if out_size > 1 else t(0))
+    else:
+        s = t(1.0 / scale) if scale else t(in_size) / t(out_size)
+        src = np.maximum((i.astype(t) + t(0.5)) * s - t(0.5), t(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    w1 = np.clip(src - i0.astype(t), t(0), t(1))
+    return i0, np.minimum(i0 + 1, in_size - 1), w1
+
+
+def _scatter_add_axis(values, index, size, axis):
+    """The transpose of ``values = out.take(index, axis)``: out (``size`` along axis) with
+    out[..., index[k], ...] += values[..., k, ...], one slice k at a time."""
+    out = np.zeros(values.shape[:axis] + (size,) + values.shape[axis + 1:], values.dtype)
+    source, target = np.moveaxis(values, axis, 0), np.moveaxis(out, axis, 0)  # views: axis first
+    for k, i in enumerate(index):
+        target[i] += source[k]
+    return out
+
+
+def upsample_nearest2d(x, size, scales=(None, None)):
+    """(N, C, H, W) -> (N, C, h, w) = size: out[n, c, i, j] = x[n, c, rows[i], cols[j]]
+    (rows and cols: nearest_source_index of each axis)."""
+    rows, cols = (nearest_source_index(x.shape[2 + a], size[a], scales[a]) for a in (0, 1))
+    return x[:, :, rows[:, None], cols]
+
+
+def upsample_nearest2d_backward(grad, x_shape, scales=(None, None)):
+    """dx: every output's gradient added onto the input pixel it copied (a scatter-add, one axis
+    at a time); a pixel copied k times gets k gradients, one never read gets 0."""
+    H, W = x_shape[2:]
+    rows, cols = (nearest_source_index(x_shape[2 + a], grad.shape[2 + a], scales[a]) for a in (0, 1))
+    return _scatter_add_axis(_scatter_add_axis(grad, rows, H, 2), cols, W, 3)
+
+
+def upsample_bilinear2d(x, size, align_corners, scales=(None, None)):
+    """(N, C, H, W) -> (N, C, h, w) = size: each output a weighted mean of its 2x2 input neighbours,
+    interpolated along the columns, then the rows (linear_source_index's maps; PyTorch's order)."""
+    (y0, y1, wy), (x0, x1, wx) = (linear_source_index(x.shape[2 + a], size[a], scales[a], align_corners, x.dtype)
+                                  for a in (0, 1))
+    cols = x[..., x0] * (1 - wx) + x[..., x1] * wx                # (N, C, H, w)
+    wy = wy[:, None]
+    return cols[:, :, y0] * (1 - wy) + cols[:, :, y1] * wy         # (N, C, h, w)
+
+
+def upsample_bilinear2d_backward(grad, x_shape, align_corners, scales=(None, None)):
+    """dx: the forward's weights transposed, its steps in reverse: each output's gradient shared
+    between its two source rows, then each of those between its two source columns."""
+    H, W = x_shape[2:]
+    (y0, y1, wy), (x0, x1, wx) = (linear_source_index(x_shape[2 + a], grad.shape[2 + a], scales[a], align_corners,
+                                                      grad.dtype) for a in (0, 1))
+    wy = wy[:, None]
+    dcols = _scatter_add_axis(grad * (1 - wy), y0, H, 2) + _scatter_add_axis(grad * wy, y1, H, 2)  # (N, C, H, w)
+    return _scatter_add_axis(dcols * (1 - wx), x0, W, 3) + _scatter_add_axis(dcols * wx, x1, W, 3)
+
+
 # ---------------------------------------------------------------- batch norm
 # Statistics are per channel (axis 1), over the batch and every spatial position.
 
@@ -444,6 +539,72 @@ def cross_entropy(logits, target):
 def bce_with_logits(x, y):
     """-[y log s(x) + (1-y) log(1-s(x))] = max(x, 0) - x*y + log(1 + e^-|x|), stable for any x."""
     return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+
+
+# ---------------------------------------------------------------- the LSTM
+# One layer over a whole sequence, time-major: step t's batch is the block x[t], so every
+# step reads and writes whole (B, ...) blocks, and all steps together are one matrix.
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, bias):
+    """One LSTM layer: x (T, B, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), bias (4H,) or None.
+
+    At step t, with s the sigmoid and the four gates in PyTorch's order i, f, g, o:
+        z = x_t W_ih^T + bias + h_{t-1} W_hh^T              (B, 4H) = [z_i, z_f, z_g, z_o]
+        i, f, g, o = s(z_i), s(z_f), tanh(z_g), s(z_o)
+        c_t = f * c_{t-1} + i * g                           forget some memory, write some new
+        h_t = o * tanh(c_t)                                 what the step shows of it
+    x_t W_ih^T does not depend on h: all T steps are one product. Only h_{t-1} W_hh^T waits.
+    Returns hs (T+1, B, H) = h_0..h_T, cs (T+1, B, H) = c_0..c_T and gates (T, B, 4H) = [i, f, g, o]
+    of every step: the outputs are hs[1:], and lstm_backward needs all three.
+    """
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    hs, cs = np.empty((T + 1, B, H), x.dtype), np.empty((T + 1, B, H), x.dtype)
+    hs[0], cs[0] = h0, c0
+    gates = np.matmul(x, w_ih.T)                     # (T, B, 4H): every step's input projection at once
+    if bias is not None:
+        gates += bias
+    for t in range(T):
+        z = gates[t] + hs[t] @ w_hh.T
+        i, f, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), sigmoid(z[:, 3 * H:])
+        g = np.tanh(z[:, 2 * H:3 * H])
+        cs[t + 1] = f * cs[t] + i * g
+        hs[t + 1] = o * np.tanh(cs[t + 1])
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+    return hs, cs, gates
+
+
+def lstm_backward(d_out, d_cT, x, w_ih, w_hh, hs, cs, gates):
+    """Backpropagation through time: the gradients of lstm_forward from those of its outputs.
+
+    d_out (T, B, H): dL/dh_t from each step's output (dL/dh_T included in d_out[T-1]); d_cT (B, H): dL/dc_T.
+    Walking back from t = T-1, with dh and dc what reaches h_t and c_t from step t+1 (0 and d_cT at first):
+        dh = d_out[t] + dh
+        dc = dc + dh * o * (1 - tanh(c_t)^2)                      h_t = o * tanh(c_t)
+        dz = [dc * g * i(1-i),  dc * c_{t-1} * f(1-f),  dc * i * (1-g^2),  dh * tanh(c_t) * o(1-o)]
+        dh = dz W_hh,  dc = dc * f                                what reaches h_{t-1} and c_{t-1}
+    dz (B, 4H) is dL/dz for the step's pre-activations z = [z_i, z_f, z_g, z_o] (s' = s(1-s), tanh' = 1-tanh^2).
+    The weights serve every step, so their gradients add up over the steps; with all the dz at hand,
+    each is one product over all steps: dx = dZ W_ih, dW_ih = sum_t dz_t^T x_t, dW_hh = sum_t dz_t^T h_{t-1},
+    dbias = sum of dZ. Returns dx (T, B, I), dh0 and dc0 (B, H) (what reaches h_0, c_0), dw_ih, dw_hh, dbias.
+    """
+    T, B, I = x.shape
+    H = hs.shape[2]
+    dZ = np.empty((T, B, 4 * H), x.dtype)
+    dh, dc = np.zeros((B, H), x.dtype), np.array(d_cT, dtype=x.dtype)
+    for t in reversed(range(T)):
+        i, f, g, o = (gates[t][:, k * H:(k + 1) * H] for k in range(4))
+        tanh_c = np.tanh(cs[t + 1])
+        dh = d_out[t] + dh
+        dc = dc + dh * o * (1 - tanh_c ** 2)
+        dZ[t] = np.concatenate([dc * g * i * (1 - i), dc * cs[t] * f * (1 - f), dc * i * (1 - g ** 2),
+                                dh * tanh_c * o * (1 - o)], axis=1)
+        dh, dc = dZ[t] @ w_hh, dc * f
+    dZ2 = dZ.reshape(T * B, 4 * H)                   # the steps' rows one after another
+    dx = (dZ2 @ w_ih).reshape(T, B, I)
+    dw_ih = dZ2.T @ x.reshape(T * B, I)
+    dw_hh = dZ2.T @ hs[:T].reshape(T * B, H)
+    return dx, dh, dc, dw_ih, dw_hh, dZ2.sum(axis=0)
 
 
 # ---------------------------------------------------------------- optimizer updates

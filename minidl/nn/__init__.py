@@ -5,7 +5,8 @@
 from . import functional, init  # noqa: F401
 from .layers import (AdaptiveAvgPool2d, AdaptiveConcatPool2d, AdaptiveMaxPool2d, AvgPool2d,  # noqa: F401
                      BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, GELU, Identity,
-                     LeakyReLU, Linear, MaxPool2d, ModuleList, ReLU, ReLU6, Sequential, Sigmoid, Tanh)
+                     LeakyReLU, Linear, MaxPool2d, ModuleList, PixelShuffle, ReLU, ReLU6, Sequential, Sigmoid,
+                     Tanh, Upsample)
 from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,  # noqa: F401
                      CrossEntropyLossFlat, L1Loss, L1LossFlat, MSELoss, MSELossFlat)
 from .module import Hook, Module, Parameter, RemovableHandle, hook_outputs  # noqa: F401

@@ -6,4 +6,5 @@ from ..ops.loss import (binary_cross_entropy_with_logits, cross_entropy, l1_loss
 from ..ops.matmul import linear  # noqa: F401
 from ..ops.norm import batch_norm, dropout  # noqa: F401
 from ..ops.reduce import log_softmax, logsumexp, softmax  # noqa: F401
+from ..ops.resize import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from ..ops.shape import embedding, pad  # noqa: F401

@@ -8,6 +8,7 @@ import math
 
 from .. import random
 from ..autograd import no_grad
+from ..tensor import zeros
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -119,3 +120,18 @@ def default_linear_init(weight, bias):
     if bias is not None:
         bound = 1 / math.sqrt(fan_in_and_fan_out(weight)[0])
         uniform_(bias, -bound, bound)
+
+
+def icnr_(t, scale=2, init=kaiming_normal_):
+    """ICNR (Aitken et al. 2017, fastai's icnr_init) for a convolution whose output goes to
+    pixel_shuffle(scale): the weight (O, I, kh, kw) gets O / scale^2 kernels drawn by ``init``, each
+    repeated for the scale^2 consecutive output channels that pixel_shuffle lays out as one
+    scale x scale block. The block's pixels then start equal: the shuffled output begins as a
+    nearest upsampling, free of the checkerboard a random sub-pixel convolution starts with."""
+    n = scale * scale
+    if t.ndim < 2 or t.shape[0] % n:
+        raise ValueError(f"icnr_: the weight {t.shape} needs output channels (dim 0) divisible by scale^2 = {n}, "
+                         f"one group of {n} per channel after pixel_shuffle({scale})")
+    kernels = zeros(t.shape[0] // n, *t.shape[1:], dtype=t.dtype)
+    init(kernels)
+    return _fill(t, kernels.numpy().repeat(n, axis=0))

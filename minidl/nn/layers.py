@@ -244,8 +244,38 @@ class AdaptiveConcatPool2d(Module):
         return ops.shape.cat([self.mp(x), self.ap(x)], dim=1)
 
 
+class Upsample(Module):
+    """Resize an (N, C, H, W) input to ``size`` or by ``scale_factor``, by nearest or bilinear
+    interpolation (F.interpolate)."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def extra_repr(self):
+        scale = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"{scale}, mode={self.mode!r}"
+
+
+class PixelShuffle(Module):
+    """(N, C r^2, H, W) -> (N, C, H r, W r): each group of r*r channels laid out as r x r pixels (F.pixel_shuffle)."""
+
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, x):
+        return F.pixel_shuffle(x, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
 class Sequential(Module):
-    """Modules applied one after another; indexable like a list (model[0], model[-2:])."""
+    """Modules applied one after another; indexable like a list (model[0], model[-2:]; a slice keeps the names)."""
 
     def __init__(self, *modules):
         super().__init__()
@@ -262,8 +292,9 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, index):
-        items = list(self._modules.values())
-        return Sequential(*items[index]) if isinstance(index, slice) else items[index]
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
 
     def __len__(self):
         return len(self._modules)

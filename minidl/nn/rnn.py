@@ -9,14 +9,15 @@ At step t, from the input x_t and the previous hidden state h and cell c:
 The cell c is a sum that the forget gate scales: gradients flow back through many steps
 without vanishing as fast as through a plain tanh RNN. The input projections of all steps
 are one matrix product (they do not depend on h); only ``h W_hh^T`` runs step by step.
-Backpropagation through time is autograd walking back through the steps' ops.
+Each layer is one op, ``lstm`` (ops/rnn.py): its kernels run the time loop, and its backward is
+backpropagation through time, derived in numpy_ref.lstm_backward.
 Parameter names and gate order (i, f, g, o) are PyTorch's, so its state dicts load.
 """
 import math
 
-from . import functional as F
 from . import init
 from .module import Module, Parameter
+from ..ops.rnn import lstm
 from ..ops.shape import stack
 from ..tensor import zeros
 
@@ -62,19 +63,10 @@ class LSTM(Module):
         return x, (stack(hs), stack(cs))
 
     def _layer(self, k, x, h, c):
-        w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
-        projected = F.linear(x, w_ih, getattr(self, f"bias_ih_l{k}") if self.bias else None)   # all steps at once
-        if self.bias:
-            projected = projected + getattr(self, f"bias_hh_l{k}")
-        H = self.hidden_size
-        outputs = []
-        for t in range(x.shape[1]):
-            gates = projected[:, t] + h.matmul(w_hh.T)
-            i, f, g, o = (gates[:, j * H:(j + 1) * H] for j in range(4))
-            c = i.sigmoid() * g.tanh() + f.sigmoid() * c
-            h = o.sigmoid() * c.tanh()
-            outputs.append(h)
-        return stack(outputs, 1), h, c
+        """Layer k, one ``lstm`` op. The weights are looked up at each call: WeightDropout (text/models.py)
+        puts a dropped copy of weight_hh in place of the parameter."""
+        bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
+        return lstm(x, h, c, getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), bias)
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
