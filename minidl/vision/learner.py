@@ -229,14 +229,15 @@ class SegmentationLearner(VisionLearner):
         return mask.numpy(), mask, probs
 
 
-def unet_learner(dls, arch, pretrained=True, n_out=None, widths=(256, 128, 96, 64, 32), last_cross=True,
+def unet_learner(dls, arch, pretrained=True, n_out=None, widths=(256, 128, 96, 64, 32), last_cross=True, cut=None,
                  normalize=True, loss_func=None, metrics=None, splitter=None, **kwargs):
     """fastai's unet_learner: a DynamicUnet (models/unet.py) over the body of ``arch``, for per-pixel classes.
 
     ``n_out`` defaults to the number of codes. The loss is cross-entropy over the class axis of
     (N, C, H, W) scores (``CrossEntropyLossFlat(axis=1)``; give ``ignore_index`` there for a void
     class). As with vision_learner: a pretrained body gets ImageNet's Normalize added to the
-    loaders, and the learner starts frozen (the decoder and BatchNorm layers train)."""
+    loaders, and the learner starts frozen (the decoder and BatchNorm layers train). ``cut`` trims the
+    body (``create_body``'s), by default ``model_meta[arch]["unet_cut"]`` where there is one."""
     from .models.unet import DynamicUnet
     meta = _arch_meta(arch)
     n_out = n_out if n_out is not None else dls.c
@@ -244,7 +245,8 @@ def unet_learner(dls, arch, pretrained=True, n_out=None, widths=(256, 128, 96, 6
         for dl in dls.loaders:
             if isinstance(dl.collate_fn, ImageBatcher) and dl.collate_fn.normalize is None:
                 dl.collate_fn.add(Normalize.from_stats(*meta["stats"]))
-    model = DynamicUnet(models.create_body(arch, pretrained=pretrained), n_out, widths=widths, last_cross=last_cross)
+    body = models.create_body(arch, pretrained=pretrained, cut=cut if cut is not None else meta.get("unet_cut"))
+    model = DynamicUnet(body, n_out, widths=widths, last_cross=last_cross)
     learn = SegmentationLearner(dls, model, loss_func=loss_func if loss_func is not None else
                                 nn.CrossEntropyLossFlat(axis=1), metrics=metrics, splitter=splitter or unet_split,
                                 **kwargs)

@@ -46,20 +46,26 @@ def default_split(model):
 model_meta = {
     resnet18: {"stats": IMAGENET_STATS, "num_features": 512, "split": resnet_split},
     resnet34: {"stats": IMAGENET_STATS, "num_features": 512, "split": resnet_split},
-    efficientnet_lite0: {"stats": IMAGENET_STATS, "num_features": 1280, "split": default_split},
+    # unet_cut: the 320 -> 1280 head convolution mixes features for a classifier; a U-Net's
+    # decoder would pay 4x more in its first convolution for them (body[:-2] ends at 320 channels).
+    efficientnet_lite0: {"stats": IMAGENET_STATS, "num_features": 1280, "split": default_split, "unet_cut": -2},
 }
 
 
-def create_body(arch, pretrained=True):
+def create_body(arch, pretrained=True, cut=None):
     """``arch``'s network up to (excluding) its global pooling and classifier, as an nn.Sequential.
 
     ``arch`` is one of the model functions (``resnet34``); with ``pretrained`` its ImageNet
     weights are loaded first. The body maps (N, 3, H, W) to (N, num_features, H/32, W/32).
+    ``cut`` (fastai's): keep only the body's first ``cut`` children (a negative number drops
+    that many from the end), e.g. ``cut=-2`` drops EfficientNet's 1x1 head convolution and
+    its batch norm, which a U-Net does not need (``model_meta[arch]["unet_cut"]``).
     """
     if arch not in model_meta:
         names = ", ".join(f.__name__ for f in model_meta)
         raise ValueError(f"create_body: unknown architecture {getattr(arch, '__name__', arch)!r}; known: {names}")
-    return arch(pretrained=pretrained).body()
+    body = arch(pretrained=pretrained).body()
+    return body if cut is None else body[:cut]
 
 
 def num_features_model(body):
