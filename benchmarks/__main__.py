@@ -1,13 +1,14 @@
 """Run every benchmark once and write benchmarks/RESULTS.md (issue 4's tables and targets) and its figures.
 
-    .venv/bin/python -m benchmarks                 # all of them, about 3 minutes on a quiet machine
+    .venv/bin/python -m benchmarks                 # all of them, 5 to 10 minutes on a quiet machine
     .venv/bin/python -m benchmarks --out /tmp/RESULTS.md     # the figures go next to it: /tmp/*.png
 
 Each benchmark runs as its own subprocess (its usual command line, shown in RESULTS.md), so
-each gets its own thread pools. matmul, the training step and the GPU benchmark hand back
-their numbers as JSON (--json), from which the tables and the two figures (MATMUL_PNG,
-TRAIN_STEP_PNG, drawn by plots.py) are made; conv, the hot ops and the optimizer updates
-print a table that is turned into Markdown. Each table is followed by one line saying what
+each gets its own thread pools. matmul, the training steps (small models, the U-Net, the
+AWD-LSTM language model), the LSTM layer and the GPU benchmark hand back their numbers as JSON
+(--json), from which the tables and the two figures (MATMUL_PNG, TRAIN_STEP_PNG, drawn by
+plots.py) are made; conv, the hot ops and the optimizer updates print a table that is turned
+into Markdown. Each table is followed by one line saying what
 the issue's target is and whether this run meets it. The result is printed as well.
 """
 import argparse
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from . import bench_gpu, bench_matmul, plots
+from . import bench_gpu, bench_matmul, bench_text, bench_unet, plots
 from .bench_train_step import SPLIT_NOTE, busy_cores, wait_until_quiet
 from .common import cpu_model
 
@@ -123,6 +124,11 @@ def matmul_section(data, how):
     ok = ratio >= 0.8
     lines += [f"**Target (issue 4): minidl >= 0.8x numpy's GFLOP/s at n >= 256. {'Met' if ok else 'Not met'}**: "
               f"the lowest ratio at n >= 256 is {ratio:.2f} (n = {worst['n']}).", ""]
+    if "torch" in libraries:
+        vs_torch = min(r["ratio"]["torch"] for r in data["rows"] if r["n"] >= 512)
+        lines += [f"Bar of issue [3/7]: minidl >= torch's GFLOP/s at n >= 512: "
+                  f"{'met' if vs_torch >= 1.0 else 'not met'} (lowest minidl / torch {vs_torch:.2f}; "
+                  f"what was tried: [NOTES.md](NOTES.md#toward-torchs-speed)).", ""]
     return lines, f"matmul {threads} thread(s): {'met' if ok else 'NOT met'} (min minidl/numpy {ratio:.2f})"
 
 
@@ -150,6 +156,59 @@ def train_step_section(data, how):
                 f"Not met** on {len(bad)} of {len(models)}: "
                 + ", ".join(f"{r['label']} ({r['minidl_ms'] / r['torch_ms']:.2f}x)" for r in bad) + "."), ""]
     return lines, f"training step: {'met' if not bad else f'NOT met on {len(bad)}/{len(models)}'}"
+
+
+def unet_section(data, how):
+    """Markdown for bench_unet's JSON, with minidl's profiled step; returns (lines, verdict)."""
+    s, h = data["seconds"], data["size"]
+    ratio = s["minidl"] / min(s["torch"], s["torch-channels-last"])
+    ok = ratio <= 1.0
+    rows = [[lib, f"{s[lib]:.3f}", f"{s['minidl'] / s[lib]:.2f}"] for lib in bench_unet.LIBS]
+    lines = ["## U-Net training step", "",
+             f"{how}. examples/camvid.py's U-Net (EfficientNet-Lite0 body), batch {data['bs']}, {h} x {h * 4 // 3}, "
+             f"{data['threads']} threads: forward, cross-entropy, backward, AdamW step, zero grad; each library in its "
+             "own process, s/step the median of the fastest round.", "",
+             markdown(["library", "s/step", "minidl / it"], rows), "",
+             f"**Target (issue [4/7]): minidl's step <= 1.0x torch's best layout. {'Met' if ok else 'Not met'}**: "
+             f"minidl / torch's best is {ratio:.2f}.", "",
+             "minidl's step, profiled with minidl.profile():", "", "```", data["profile"], "```", ""]
+    return lines, f"U-Net step: {'met' if ok else 'NOT met'} (minidl / torch's best {ratio:.2f})"
+
+
+def lstm_section(data, how):
+    """Markdown for bench_lstm's JSON; returns (lines, verdict): the issue reports the ratios, with no bar."""
+    rows = [[" ".join(map(str, r["shape"])), r["pass"], f"{r['minidl_ms']:.1f}", f"{r['torch_ms']:.1f}",
+             f"{r['torch_over_minidl']:.2f}"] for r in data["rows"]]
+    ratios = [r["torch_over_minidl"] for r in data["rows"] if r["pass"] == "fwd+bwd"]
+    span = f"{min(ratios):.2f} to {max(ratios):.2f}"
+    lines = ["## LSTM layer", "",
+             f"{how}. minidl's nn.LSTM (one op per layer) vs torch.nn.LSTM with the same weights, float32, "
+             f"{data['threads']} threads, taking turns for {data['repeat']} rounds; fwd: no graph, fwd+bwd: gradients "
+             "of the weights and the input; torch / minidl: the median of the ratios within each round (above 1: "
+             "minidl faster).", "",
+             markdown(["batch seq input hidden layers", "pass", "minidl ms", "torch ms", "torch / minidl"], rows), "",
+             f"**Target (issue [5/7]): forward + backward time vs torch.nn.LSTM, reported (no fixed bar)**: "
+             f"torch / minidl from {span}.", ""]
+    return lines, f"LSTM fwd+bwd: torch/minidl {span} (no bar)"
+
+
+def awd_lstm_section(data, how):
+    """Markdown for bench_text's JSON, with minidl's profiled step; returns (lines, verdict)."""
+    s, tokens = data["seconds"], data["bs"] * data["bptt"]
+    ratio = s["minidl"] / s["torch"]
+    ok = ratio <= 1.5
+    rows = [[lib, f"{s[lib]:.3f}", f"{tokens / s[lib]:.0f}", f"{data['params'][lib]:,}"] for lib in bench_text.LIBS]
+    lines = ["## AWD-LSTM language model", "",
+             f"{how}. examples/imdb.py's language model: vocab {data['vocab']}, embeddings {data['emb']}, "
+             f"{data['layers']} LSTM layers ({data['hidden']} hidden, the last back to {data['emb']}), tied decoder, "
+             f"drop_mult {bench_text.DROP_MULT}; batch {data['bs']} x bptt {data['bptt']}, {data['threads']} threads: "
+             "forward, cross-entropy, backward, AdamW step, zero grad, the hidden state carried; each library in its "
+             f"own process, s/step the median of {data['steps']} (best of {data['rounds']} rounds).", "",
+             markdown(["library", "s/step", "tokens/s", "parameters"], rows), "",
+             f"**Target (issue [5/7]): minidl's time <= 1.5x torch's (aim: <= 1.0x). {'Met' if ok else 'Not met'}**: "
+             f"minidl / torch is {ratio:.2f} (aim {'met' if ratio <= 1.0 else 'not met'}).", "",
+             "minidl's step, profiled with minidl.profile():", "", "```", data["profile"], "```", ""]
+    return lines, f"AWD-LSTM LM: {'met' if ok else 'NOT met'} (minidl / torch {ratio:.2f})"
 
 
 def gpu_section(data, how):
@@ -194,7 +253,7 @@ def write_results(out, machine, sections, verdicts, seconds, matmul, train_step)
     now = datetime.datetime.now(datetime.timezone.utc)
     md = ["# Benchmark results", "",
           f"Generated by `.venv/bin/python -m benchmarks` on {now:%Y-%m-%d %H:%M} UTC.", "",
-          "Summary against issue 4's targets: " + "; ".join(verdicts) + f". Whole run: {seconds:.0f} s.", "",
+          "Summary against the issues' targets: " + "; ".join(verdicts) + f". Whole run: {seconds:.0f} s.", "",
           *machine, "",
           f"Figures: [matmul GFLOP/s against n]({MATMUL_PNG}), [training step per model]({TRAIN_STEP_PNG}).", ""]
     for lines in sections:
@@ -239,6 +298,11 @@ def conv_section(out, how):
              f"Not met** on {len(bad)} of {len(rows)} shapes: "
              + ", ".join(f"{r[0]} ({r[5]}x)" for r in bad) + ".")
           + " (Batch 32, as the issue quotes.)", ""]
+    three = [r for r in rows if "3x3" in r[0] and "depthwise" not in r[0]]
+    slow = [r for r in three if fnum(r[5]) > 1.0]
+    md += ["Bar of issue [3/7]: ResNet18's 3x3 convolutions in <= 1.0x torch's time: "
+           + ("met." if not slow else "not met on " + ", ".join(f"{r[0]} ({r[5]}x)" for r in slow)
+              + " (what was tried: [NOTES.md](NOTES.md#toward-torchs-speed)).") if three else "", ""]
     return md, f"conv2d: {'met' if not bad else f'NOT met on {len(bad)}/{len(rows)} shapes'}"
 
 
@@ -307,6 +371,14 @@ def main():
     lines, verdict = train_step_section(train_step, how)
     sections.append(lines)
     verdicts.append(verdict)
+
+    for module, args_, section in [("bench_unet", ["--json"], unet_section),
+                                   ("bench_lstm", ["--no-composed", "--repeat", "3", "--json"], lstm_section),
+                                   ("bench_text", ["--json"], awd_lstm_section)]:
+        out, how = run(module, *args_)
+        lines, verdict = section(json.loads(out.splitlines()[-1]), how)
+        sections.append(lines)
+        verdicts.append(verdict)
 
     out, how = run("bench_gpu", "--json")
     sections.append(gpu_section(json.loads(out.splitlines()[-1]), how))

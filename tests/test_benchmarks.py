@@ -6,11 +6,14 @@ measuring code returns data of the shape the report reads, and the report is wri
 """
 import json
 
+import numpy as np
 import pytest
 
+import minidl
 from benchmarks import __main__ as report
-from benchmarks import bench_gpu, bench_matmul, bench_train_step
+from benchmarks import bench_gpu, bench_matmul, bench_text, bench_train_step
 from minidl.backend.cuda import gpu_count
+from minidl.text.models import get_language_model
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -100,3 +103,73 @@ def test_gpu_section_names_the_device():
     assert "| 1024 | 500 | 4000 | 20000 | 21000 | 0.20 |" in text
     assert "| softmax 4096x1000 | 0.100 | n/a | n/a | n/a |" in text
     assert "minidl 5.00 ms, torch 2.00 ms" in text
+
+
+PROFILE = "wall 812.0 ms; ops 700.1 ms, of which kernels 650.3 ms and Python overhead 49.8 ms; all kernels 760.0 ms"
+
+
+@pytest.mark.parametrize("ratio, met", [(0.9, True), (1.2, False)])
+def test_unet_section_compares_with_torchs_best_layout(ratio, met):
+    data = {"threads": 2, "bs": 8, "size": 180, "profile": PROFILE,
+            "seconds": {"minidl": ratio, "torch": 1.5, "torch-channels-last": 1.0}}
+    lines, verdict = report.unet_section(data, "`bench_unet --json`")
+    text = "\n".join(lines)
+    assert text.startswith("## U-Net training step\n") and "batch 8, 180 x 240" in text
+    assert f"| torch-channels-last | 1.000 | {ratio:.2f} |" in text
+    target = "**Target (issue [4/7]): minidl's step <= 1.0x torch's best layout. "
+    assert target + ("Met" if met else "Not met") + f"**: minidl / torch's best is {ratio:.2f}." in text
+    assert verdict == f"U-Net step: {'met' if met else 'NOT met'} (minidl / torch's best {ratio:.2f})"
+    assert f"```\n{PROFILE}\n```" in text
+
+
+def test_lstm_section_reports_the_range_of_forward_backward_ratios():
+    rows = [{"shape": [32, 70, 200, 512, 1], "pass": p, "minidl_ms": 10.0, "torch_ms": 10.0 * r,
+             "torch_over_minidl": r} for p, r in [("fwd", 3.0), ("fwd+bwd", 0.8), ("fwd", 0.1), ("fwd+bwd", 1.25)]]
+    lines, verdict = report.lstm_section({"threads": 2, "repeat": 3, "rows": rows}, "`bench_lstm --json`")
+    text = "\n".join(lines)
+    assert text.startswith("## LSTM layer\n") and "| 32 70 200 512 1 | fwd+bwd | 10.0 | 8.0 | 0.80 |" in text
+    assert ("**Target (issue [5/7]): forward + backward time vs torch.nn.LSTM, reported (no fixed bar)**: "
+            "torch / minidl from 0.80 to 1.25.") in text                 # fwd rows left out of the range
+    assert verdict == "LSTM fwd+bwd: torch/minidl 0.80 to 1.25 (no bar)"
+
+
+@pytest.mark.parametrize("ratio, met, aim",
+                         [(0.9, "Met", "met"), (1.2, "Met", "not met"), (1.6, "Not met", "not met")])
+def test_awd_lstm_section_gives_tokens_per_second_and_the_verdict(ratio, met, aim):
+    data = {"threads": 2, **bench_text.SIZES, "steps": 5, "warmup": 2, "rounds": 2, "profile": PROFILE,
+            "seconds": {"minidl": ratio, "torch": 1.0}, "params": {"minidl": 4_043_472, "torch": 4_043_472}}
+    lines, verdict = report.awd_lstm_section(data, "`bench_text --json`")
+    text = "\n".join(lines)
+    assert text.startswith("## AWD-LSTM language model\n") and "vocab 10000" in text
+    assert f"| torch | 1.000 | {32 * 72} | 4,043,472 |" in text                # tokens/s = batch x bptt / s
+    assert (f"**Target (issue [5/7]): minidl's time <= 1.5x torch's (aim: <= 1.0x). {met}**: "
+            f"minidl / torch is {ratio:.2f} (aim {aim}).") in text
+    assert verdict == f"AWD-LSTM LM: {'met' if met == 'Met' else 'NOT met'} (minidl / torch {ratio:.2f})"
+    assert f"```\n{PROFILE}\n```" in text
+
+
+TOY = dict(vocab=50, emb=8, hidden=16, layers=2, bs=2, bptt=5)
+
+
+def test_bench_text_steps_the_same_network_in_both_libraries():
+    """bench_text's training steps at toy sizes: minidl's and the torch twin's, with equal parameter counts."""
+    step, n_minidl = bench_text.build_minidl(**TOY)
+    step(), step()                                  # the second one carries the first one's hidden state
+    pytest.importorskip("torch")
+    step, n_torch = bench_text.build_torch(**TOY)
+    step(), step()
+    assert n_minidl == n_torch == 2946              # 50 x 8 embedding (tied decoder) + its bias + two LSTMs
+
+
+def test_the_awd_lstm_twin_computes_minidls_outputs():
+    """Loaded with minidl's state dict (the same names), the twin gives the same scores in eval mode."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_twins import awd_lstm_lm
+    model = get_language_model(50, dict(emb_sz=8, n_hid=16, n_layers=2), bench_text.DROP_MULT)
+    twin = awd_lstm_lm(torch, 50, 8, 16, 2, bench_text.DROP_MULT)
+    twin.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in model.state_dict().items()})
+    model.eval(), twin.eval()
+    ids = np.random.default_rng(0).integers(0, 50, (2, 5))
+    for _ in range(2):                              # the second call starts from the carried hidden state
+        np.testing.assert_allclose(twin(torch.from_numpy(ids)).detach().numpy(), model(minidl.tensor(ids)).numpy(),
+                                   atol=1e-6)
