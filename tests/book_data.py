@@ -1,9 +1,9 @@
 """Small copies of the data sets the book's chapter-1 cells open, in fastai's folders.
 
 ``make_book_data(root)`` lays out what ``untar_data`` looks for under ``$MINIDL_DATA``:
-``oxford-iiit-pet/images/*.jpg``, ``camvid_tiny/{images,labels,codes.txt}``, ``adult_sample/adult.csv`` and
-``movie_lens_sample/ratings.csv``,
-made from ``../shared/data`` when it is there (real photos, census rows and ratings) and made up
+``oxford-iiit-pet/images/*.jpg``, ``camvid_tiny/{images,labels,codes.txt}``, ``imdb/{train,test}/{pos,neg}/*.txt``,
+``adult_sample/adult.csv`` and ``movie_lens_sample/ratings.csv``,
+made from ``../shared/data`` when it is there (real photos, reviews, census rows and ratings) and made up
 otherwise (a user's fresh clone), so the chapter's code runs in seconds either way.
 """
 import shutil
@@ -23,6 +23,7 @@ def make_book_data(root, shared=SHARED_DATA, n_photos=64):
     root = Path(root)
     _pets(root / "oxford-iiit-pet" / "images", shared, n_photos)
     _camvid_tiny(root / "camvid_tiny", shared)
+    _imdb(root / "imdb", shared)
     _adult(root / "adult_sample", shared)
     _ratings(root / "movie_lens_sample", shared)
     return root
@@ -77,6 +78,30 @@ def _camvid_tiny(folder, shared, n=16, size=(64, 48)):
         pixels = colours[ids] + rng.normal(0, 10, (h, w, 3))
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / "images" / f"scene{k}.png")
         Image.fromarray(ids).save(folder / "labels" / f"scene{k}_P.png")
+
+
+def _imdb(folder, shared, n=4):
+    """fastai's IMDb layout, small: {train,test}/{pos,neg}/<k>.txt, ``n`` reviews in each folder: the shortest
+    of the shared reviews.csv (review,sentiment), so that the book's full-size AWD-LSTM reads them in
+    seconds; without it, made-up reviews."""
+    source = shared / "imdb_reviews" / "reviews.csv"
+    if source.is_file():
+        df = pd.read_csv(source)
+        df = df.loc[df.review.str.len().sort_values(kind="stable").index]
+        reviews = {label: list(df.review[df.sentiment == sentiment][:2 * n])
+                   for label, sentiment in (("pos", "positive"), ("neg", "negative"))}
+    else:
+        rng = np.random.default_rng(2)
+        filler = "the film was a story about some people and its ending with the cast".split()
+        words = {"pos": "wonderful great superb moving brilliant".split(),
+                 "neg": "awful boring dull poor terrible".split()}
+        reviews = {label: [" ".join(rng.choice(filler, 8)) + " " + " ".join(rng.choice(words[label], 3)) + "."
+                           for _ in range(2 * n)] for label in words}
+    for label, texts in reviews.items():
+        for split, part in (("train", texts[0::2]), ("test", texts[1::2])):
+            (folder / split / label).mkdir(parents=True, exist_ok=True)
+            for k, text in enumerate(part):
+                (folder / split / label / f"{k}.txt").write_text(text, encoding="utf-8")
 
 
 def _adult(folder, shared, n=6000):

@@ -20,7 +20,7 @@ jupytext = pytest.importorskip("jupytext", reason="jupytext is in the dev extra:
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebooks" / "00_chapter1.py"
 
-# fastbook's 01_intro.ipynb, the code cells of the three models minidl has so far, as the book prints them.
+# fastbook's 01_intro.ipynb, the code cells of its five models, as the book prints them.
 BOOK = {
     "pets": """from fastai.vision.all import *
 path = untar_data(URLs.PETS)/'images'
@@ -47,6 +47,12 @@ dls = SegmentationDataLoaders.from_label_func(
 learn = unet_learner(dls, resnet34)
 learn.fine_tune(8)""",
     "segmentation_results": "learn.show_results(max_n=6, figsize=(7,8))",
+    "text": """from fastai.text.all import *
+
+dls = TextDataLoaders.from_folder(untar_data(URLs.IMDB), valid='test')
+learn = text_classifier_learner(dls, AWD_LSTM, drop_mult=0.5, metrics=accuracy)
+learn.fine_tune(4, 1e-2)""",
+    "text_predict": 'learn.predict("I really liked that movie!")',
     "tabular": """from fastai.tabular.all import *
 path = untar_data(URLs.ADULT_SAMPLE)
 
@@ -93,6 +99,8 @@ def test_the_notebook_is_the_books_cells_in_order_with_only_the_import_changed()
     ("minidl.vision.all", ["untar_data", "URLs", "ImageDataLoaders", "get_image_files", "Resize", "vision_learner",
                            "resnet34", "efficientnet_lite0", "error_rate", "PILImage", "SimpleNamespace", "np", "Path",
                            "SegmentationDataLoaders", "unet_learner"]),
+    ("minidl.text.all", ["untar_data", "URLs", "TextDataLoaders", "text_classifier_learner", "AWD_LSTM", "accuracy",
+                         "language_model_learner", "np", "pd", "Path"]),
     ("minidl.tabular.all", ["untar_data", "URLs", "TabularDataLoaders", "Categorify", "FillMissing", "Normalize",
                             "tabular_learner", "accuracy", "np", "pd", "Path"]),
     ("minidl.collab", ["untar_data", "URLs", "CollabDataLoaders", "collab_learner", "np", "Path"]),
@@ -190,6 +198,27 @@ def test_segmentation_cell_fine_tunes_a_unet_and_shows_results(book_data, monkey
     assert learn.dls.c == 32 and (tmp_path / "results.png").exists()
     mask, _, probs = learn.predict(get_image_files(book_data / "camvid_tiny" / "images")[0])
     assert probs.shape[0] == 32 and mask.shape == probs.shape[1:]
+
+
+def test_text_cells_fine_tune_a_classifier_and_predict(book_data, monkeypatch, capsys, tmp_path):
+    """The book's AWD-LSTM on 8 + 8 reviews, offline: no WikiText-103 weights, so a loud warning and random
+    weights (with them, tests/test_text_pretrained.py)."""
+    from minidl.text import pretrained
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINIDL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "WT103_URL", "http://127.0.0.1:9/wt103-fwd.tgz")   # nothing listens
+    minidl.set_seed(0)
+    with pytest.warns(pretrained.PretrainedWeightsWarning, match="training starts from RANDOM weights"):
+        ns = run_cells(["text"], {}, monkeypatch, book_data)
+    out, err = capsys.readouterr()
+    assert "RANDOM weights" in err and str(tmp_path / "cache" / "models" / "wt103-fwd") in err   # printed too
+    epochs = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert len(epochs) == 1 + 4 and all(0 <= float(e[3]) <= 1 for e in epochs)
+    learn = ns["learn"]
+    assert learn.dls.classes == ["neg", "pos"] and len(learn.dls.train.dataset) == len(learn.dls.valid.dataset) == 8
+    label, index, probs = eval(BOOK["text_predict"], ns)
+    assert label == learn.dls.classes[index] and probs.shape == (2,)
+    assert abs(float(probs.numpy().sum()) - 1) < 1e-5
 
 
 def test_pets_cells_predict_and_show_results(book_data, monkeypatch, tmp_path):

@@ -45,6 +45,8 @@ def test_notebook_runs(source, tmp_path, monkeypatch):
     if source.stem == "00_chapter1":   # the book's cells, unchanged: small copies of the data in fastai's folders
         monkeypatch.setenv("MINIDL_DATA", str(make_book_data(tmp_path / "data")))
         monkeypatch.setenv("MINIDL_CACHE", str(tmp_path / "cache"))   # nothing found is downloaded
+        for proxy in ("http_proxy", "https_proxy"):   # offline (a proxy that is not there): the text cell warns
+            monkeypatch.setenv(proxy, "http://127.0.0.1:9")   # and trains from random weights, downloads nothing
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()   # raises CellExecutionError, with the cell and its traceback, on any failure

@@ -123,6 +123,26 @@ def test_bad_texts_are_named(tmp_path):
     assert TextDataLoaders.from_folder(tmp_path, min_freq=1, bs=2).classes == ["neg", "pos"]
     (tmp_path / "valid" / "odd").mkdir()
     (tmp_path / "valid" / "odd" / "1.txt").write_text("another review")
-    with pytest.raises(ValueError, match=r"validation labels \['odd'\] never occur in training"):
+    with pytest.raises(ValueError, match=r"valid/odd/1\.txt \(and 0 more\) is labelled 'odd', a folder .*train "
+                                         r"does not have \(it has \['neg', 'pos'\]\)"):
         TextDataLoaders.from_folder(tmp_path, min_freq=1)
     assert TextDataLoaders.from_folder(tmp_path, classes=["pos", "neg"], min_freq=1, bs=2).classes == ["neg", "pos"]
+
+
+def test_missing_and_unknown_labels_are_named():
+    df = pd.DataFrame({"text": ["good film", "bad film", "fine", "poor"], "label": ["pos", None, "pos", " "]})
+    with pytest.raises(ValueError, match=r"column 'label' has no label at rows \['1', '3'\] \(2 in all\)"):
+        TextDataLoaders.from_df(df)
+    df = pd.DataFrame({"text": ["good film", "bad film"] * 6, "label": ["pos", "neg"] * 5 + ["pos", "meh"],
+                       "is_valid": [False] * 9 + [True] * 3})
+    with pytest.raises(ValueError, match=r"validation labels \['meh'\] never occur in training \(texts \[11\]"):
+        TextDataLoaders.from_df(df, valid_col="is_valid")
+    dls = TextDataLoaders.from_df(df[:10], bs=4, min_freq=1, valid_pct=0.25, seed=0)
+    test = dls.test_dl(["a good film", "a bad film", "so so"], ["pos", "neg", "pos"])
+    x, y = test.one_batch()
+    assert x.shape[0] == 3 and sorted(y.numpy()) == [0, 1, 1]
+    with pytest.raises(ValueError, match=r"test_dl: labels \['meh'\] are not among the classes \['neg', 'pos'\] "
+                                         r"\(test texts \[2\], 1 in all\)"):
+        dls.test_dl(["a good film", "a bad film", "so so"], ["pos", "neg", "meh"])
+    with pytest.raises(ValueError, match="test text 1 is empty"):
+        dls.test_dl(["a good film", ""])

@@ -97,17 +97,19 @@ def test_ulmfit_a_language_model_then_a_classifier_on_its_encoder(tmp_path):
     minidl.set_seed(0)
     df = toy_reviews(400)
     dls_lm = TextDataLoaders.from_df(df, is_lm=True, valid_col="is_valid", bs=8, seq_len=12, min_freq=1, seed=0)
-    lm = language_model_learner(dls_lm, AWD_LSTM, config=SMALL, drop_mult=0.1, path=tmp_path)
+    lm = language_model_learner(dls_lm, AWD_LSTM, config=SMALL, drop_mult=0.1, pretrained=False, path=tmp_path)
+    groups = [id(p) for g in lm.splitter(lm.model) for p in g]
+    assert sorted(groups) == sorted(id(p) for p in lm.model.parameters())   # each parameter in one group, the bias too
     lm.fit_one_cycle(2, 2e-2)
     loss, acc, perplexity = lm.validate()
     assert perplexity == pytest.approx(np.exp(loss), rel=0.02) and perplexity < 20     # uniform over ~25 words: 25
     # (valid_loss weights batches by rows, perplexity by tokens: the last window is shorter)
     lm.save_encoder("enc")
     dls = TextDataLoaders.from_df(df, valid_col="is_valid", bs=16, vocab=dls_lm.vocab, seed=0)
-    learn = text_classifier_learner(dls, AWD_LSTM, config=SMALL, drop_mult=0.1, path=tmp_path)
-    learn.load_encoder("enc")
+    learn = text_classifier_learner(dls, AWD_LSTM, config=SMALL, drop_mult=0.1, pretrained=False, path=tmp_path)
+    learn.load_encoder("enc")                                             # frozen: ULMFiT trains the head first,
     np.testing.assert_array_equal(learn.model[0].module.encoder.weight.numpy(), lm.model[0].encoder.weight.numpy())
-    learn.freeze()                                                        # ULMFiT: the head first,
+    assert not learn.model[0].module.encoder.weight.requires_grad and learn.model[1].layers[-1].weight.requires_grad
     learn.fit_one_cycle(1, 2e-2)
     learn.freeze_to(-2)                                                   # then the last LSTM layer too,
     learn.fit_one_cycle(1, 2e-2)
@@ -117,6 +119,6 @@ def test_ulmfit_a_language_model_then_a_classifier_on_its_encoder(tmp_path):
     label, index, probs = learn.predict("the film was great and nice")
     assert label == "good" and dls.classes[index] == "good" and probs.shape == (2,)
     other = TextDataLoaders.from_df(df.assign(text=df.text + " encore"), valid_col="is_valid", bs=16, min_freq=1)
-    stranger = text_classifier_learner(other, AWD_LSTM, config=SMALL, path=tmp_path)
+    stranger = text_classifier_learner(other, AWD_LSTM, config=SMALL, pretrained=False, path=tmp_path)
     with pytest.raises(ValueError, match="enc was trained with another vocabulary"):
         stranger.load_encoder("enc")

@@ -23,8 +23,8 @@
 # `adult_sample`, `movie_lens_sample`, ...), looked for in `$MINIDL_DATA/<name>`, then
 # `~/.minidl/data/<name>`, else downloaded from fastai's archive (checked against its md5).
 # When the tests run this notebook, `$MINIDL_DATA` holds small copies (64 photos, 16 street scenes,
-# 6,000 census rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s examples
-# reproduce those (README, "Reproduced results").
+# 16 film reviews, 6,000 census rows, 2,000 ratings), so the numbers below are not the book's: `make demo`'s
+# examples reproduce those (README, "Reproduced results").
 
 # %% [markdown]
 # ## A first model: cats or dogs?
@@ -79,9 +79,24 @@ learn.show_results(max_n=6, figsize=(7,8))
 # %% [markdown]
 # ![results](results.png)
 #
-# The book's text model (an AWD-LSTM on IMDb reviews) joins this notebook when minidl builds it
-# (its open issue [5/7]).
-#
+# Text: did the reviewer like the film? An AWD-LSTM reads IMDb's reviews (`train/` and `test/`, each with
+# `pos/` and `neg/` folders of `.txt` files). **minidl:** the same; `text_classifier_learner` starts, as
+# fastai's does, from the AWD-LSTM fastai trained on Wikipedia (WikiText-103), downloaded once into
+# `~/.minidl/models/wt103-fwd`; offline without those files it says so loudly and trains from random
+# weights, which learn little from a few reviews. `examples/imdb.py` adds the rest of ULMFiT: a
+# language model fine-tuned on the reviews first.
+
+# %%
+from minidl.text.all import *
+
+dls = TextDataLoaders.from_folder(untar_data(URLs.IMDB), valid='test')
+learn = text_classifier_learner(dls, AWD_LSTM, drop_mult=0.5, metrics=accuracy)
+learn.fine_tune(4, 1e-2)
+
+# %%
+learn.predict("I really liked that movie!")
+
+# %% [markdown]
 # Tabular data: will this person earn more than $50,000 a year?
 
 # %%

@@ -239,10 +239,11 @@ class TextDataLoaders(DataLoaders):
         labels = list(labels)
         classes = sorted({labels[i] for i in train_idx}, key=str)
         index = {c: k for k, c in enumerate(classes)}
-        unknown = sorted({str(labels[i]) for i in valid_idx if labels[i] not in index})
+        unknown = [int(i) for i in valid_idx if labels[i] not in index]
         if unknown:
-            raise ValueError(f"TextDataLoaders: validation labels {unknown[:5]} never occur in training "
-                             f"(classes: {classes}); a classifier cannot learn them")
+            raise ValueError(f"TextDataLoaders: validation labels {sorted({str(labels[i]) for i in unknown})[:5]} "
+                             f"never occur in training (texts {unknown[:5]}; classes: {classes}); a classifier "
+                             f"cannot learn them")
         y = [index.get(lab, -1) for lab in labels]
 
         def make(idx, train):
@@ -250,6 +251,23 @@ class TextDataLoaders(DataLoaders):
                                    device=device, pad_id=pad, max_len=max_len)
         return cls(make(train_idx, True), make(valid_idx, False) if len(valid_idx) else None, vocab, classes,
                    device=device)
+
+    def test_dl(self, texts, labels=None, cache=None):
+        """A classifier's loader of new texts (and their labels, to score on: ``learn.validate(dl=...)``),
+        numbered with this vocabulary and these classes, batched as the validation set is. A label the
+        classifier does not know is an error naming the texts that carry it."""
+        ids = [self.vocab.numericalize(t) for t in tokenize_texts(texts, cache, what="test text")]
+        y = None
+        if labels is not None:
+            labels = list(labels)
+            index = {c: k for k, c in enumerate(self.classes)}
+            unknown = [i for i, lab in enumerate(labels) if lab not in index]
+            if unknown:
+                raise ValueError(f"test_dl: labels {sorted({str(labels[i]) for i in unknown})[:5]} are not among "
+                                 f"the classes {self.classes} (test texts {unknown[:5]}, {len(unknown)} in all)")
+            y = [index[lab] for lab in labels]
+        return TextClassLoader(ids, y, self.train.bs, device=self.device, pad_id=self.vocab.stoi[PAD],
+                               max_len=self.train.max_len)
 
     @classmethod
     def from_df(cls, df, text_col="text", label_col="label", valid_col=None, is_lm=False, **kwargs):
@@ -263,6 +281,11 @@ class TextDataLoaders(DataLoaders):
         if empty:
             raise ValueError(f"TextDataLoaders.from_df: column {text_col!r} is empty at rows {empty[:5]} "
                              f"({len(empty)} in all); drop them (df[df[{text_col!r}].str.strip() != ''])")
+        if not is_lm:
+            unlabelled = [str(i) for i, lab in df[label_col].items() if pd.isna(lab) or str(lab).strip() == ""]
+            if unlabelled:
+                raise ValueError(f"TextDataLoaders.from_df: column {label_col!r} has no label at rows "
+                                 f"{unlabelled[:5]} ({len(unlabelled)} in all); label them or drop them")
         if valid_col:
             valid = df[valid_col].astype(bool).to_numpy()
             kwargs["splits"] = (np.flatnonzero(~valid), np.flatnonzero(valid))
@@ -281,7 +304,7 @@ class TextDataLoaders(DataLoaders):
         path = Path(path)
         if classes is None and not is_lm and (path / valid).is_dir():
             classes = sorted(p.name for p in (path / valid).iterdir() if p.is_dir())
-        texts, labels, is_valid = [], [], []
+        texts, labels, is_valid, files = [], [], [], []
         for split, flag in ((train, False), (valid, True)):
             folder = path / split
             if not folder.is_dir():
@@ -294,8 +317,15 @@ class TextDataLoaders(DataLoaders):
                     texts.append(read_text_file(f))
                     labels.append(label_dir.name)
                     is_valid.append(flag)
+                    files.append(f)
         if not texts:
             raise FileNotFoundError(f"TextDataLoaders.from_folder: no <label>/*.txt files under {path / train}")
+        trained = {lab for lab, v in zip(labels, is_valid) if not v}
+        unknown = [f for f, lab, v in zip(files, labels, is_valid) if v and lab not in trained]
+        if unknown and not is_lm:
+            raise ValueError(f"TextDataLoaders.from_folder: {unknown[0]} (and {len(unknown) - 1} more) is labelled "
+                             f"{unknown[0].parent.name!r}, a folder {path / train} does not have (it has "
+                             f"{sorted(trained)}); a classifier cannot learn a label it never sees")
         valid = np.array(is_valid)
         return cls.from_texts(texts, None if is_lm else labels, is_lm=is_lm,
                               splits=(np.flatnonzero(~valid), np.flatnonzero(valid)), **kwargs)

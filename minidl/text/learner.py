@@ -6,12 +6,18 @@
     learn.load_encoder("finetuned"); learn.fine_tune(4, 1e-2)
     learn.predict("I really liked that movie!")     # ('positive', 1, probabilities)
 
+``pretrained=True`` (fastai's default) starts either model from fastai's AWD-LSTM trained on
+WikiText-103 (pretrained.py: found in ~/.minidl/models/wt103-fwd or downloaded; offline, a loud
+warning and random weights), with the body frozen: first the new words' embeddings (language
+model) or the head (classifier) learn, then ``unfreeze``/``fine_tune`` trains the rest.
+
 ``ModelResetter`` forgets the hidden state at the start of every training and validation pass
 (a language model's rows start again from the top of the stream). The classifier's parameter
 groups are the embedding, each LSTM layer, and the head, so ``freeze_to(-2)`` unfreezes the
 last LSTM layer too: ULMFiT's gradual unfreezing.
 """
 import math
+import re
 
 import numpy as np
 
@@ -24,6 +30,7 @@ from ..nn import CrossEntropyLossFlat
 from ..tensor import tensor
 from .core import tokenize
 from .models import AWD_LSTM, get_language_model, get_text_classifier
+from .pretrained import pretrained_state
 
 __all__ = ["ModelResetter", "Perplexity", "TextLearner", "language_model_learner", "text_classifier_learner",
            "awd_lstm_lm_split", "awd_lstm_clas_split"]
@@ -65,9 +72,11 @@ class Perplexity(Metric):
 
 
 def awd_lstm_lm_split(model):
-    """Groups of a language model: each LSTM layer with its dropout, then the embedding and the decoder."""
+    """Groups of a language model: each LSTM layer, then the embedding with the decoder (its weight is the
+    embedding's own, so it is listed once, with the decoder's bias)."""
     encoder = model[0]
-    return [list(rnn.parameters()) for rnn in encoder.rnns] + [list(encoder.encoder.parameters())]
+    last = {id(p): p for p in [*encoder.encoder.parameters(), *model[1].parameters()]}
+    return [list(rnn.parameters()) for rnn in encoder.rnns] + [list(last.values())]
 
 
 def awd_lstm_clas_split(model):
@@ -78,6 +87,12 @@ def awd_lstm_clas_split(model):
 
 
 class TextLearner(Learner):
+    """A Learner for AWD-LSTMs: fastai's lower momentum for them (0.8 -> 0.7 -> 0.8 over a cycle, where
+    other models get 0.95 -> 0.85 -> 0.95), the encoder saved and loaded apart, and predict on a text."""
+
+    def __init__(self, dls, model, moms=(0.8, 0.7, 0.8), **kwargs):
+        super().__init__(dls, model, moms=moms, **kwargs)
+
     def save_encoder(self, name):
         """Save the AWD-LSTM encoder's weights (the part a classifier reuses) to path/model_dir/name.ckpt."""
         encoder = self._encoder()
@@ -86,12 +101,14 @@ class TextLearner(Learner):
                                 "vocab": list(self.dls.vocab.itos)})
 
     def load_encoder(self, name):
-        """Load an encoder saved by a language model's save_encoder (its vocabulary must be this one's)."""
+        """Load an encoder saved by a language model's save_encoder (its vocabulary must be this one's), and
+        freeze all but the head, as fastai does: the new head learns first."""
         tree = load_checkpoint(self.path / self.model_dir / f"{name}.ckpt")
         if tree.get("vocab") != list(self.dls.vocab.itos):
             raise ValueError(f"load_encoder: {name} was trained with another vocabulary; build the classifier's "
                              f"loaders with the language model's (TextDataLoaders.from_df(..., vocab=dls_lm.vocab))")
         self._encoder().load_state_dict(tree["encoder"])
+        self.freeze()
         return self
 
     def _encoder(self):
@@ -122,15 +139,28 @@ def _check_arch(arch, who):
         raise ValueError(f"{who}: the architecture minidl has is AWD_LSTM, got {getattr(arch, '__name__', arch)!r}")
 
 
-def language_model_learner(dls, arch=AWD_LSTM, config=None, drop_mult=1.0, pretrained=False, metrics=None,
+def _load_pretrained(module, state, file, prefix=""):
+    """Load the WikiText-103 language model's ``state`` (its keys that start with ``prefix``, that taken off) into
+    ``module``, or say that ``file`` was trained at other sizes."""
+    try:
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        layers = {m.group(1) for k in state if (m := re.match(r"0\.rnns\.(\d+)\.", k))}
+        hidden = state.get("0.rnns.0.weight_hh_l0_raw")
+        sizes = (f"emb_sz={state['0.encoder.weight'].shape[1]}, n_hid={hidden.shape[1] if hidden is not None else '?'}"
+                 f", n_layers={len(layers)}")
+        raise ValueError(f"{file} does not fit this AWD_LSTM: its weights were trained with {sizes}; keep those "
+                         f"sizes in config, or pass pretrained=False to train other sizes from random weights.\n"
+                         f"{e}") from None
+
+
+def language_model_learner(dls, arch=AWD_LSTM, config=None, drop_mult=1.0, pretrained=True, metrics=None,
                            **kwargs):
     """fastai's language_model_learner: AWD-LSTM plus a decoder tied to its embedding, on language-model loaders.
 
-    (``pretrained=True``, fastai's WikiText-103 weights, is not available yet: an error says so.)"""
+    ``pretrained``: start from the WikiText-103 language model, frozen but for the embedding and decoder
+    (offline without its files: a loud warning, and random weights)."""
     _check_arch(arch, "language_model_learner")
-    if pretrained:
-        raise NotImplementedError("language_model_learner: WikiText-103 weights are not in minidl yet; "
-                                  "train from random weights with pretrained=False")
     if not dls.is_lm:
         raise ValueError("language_model_learner: the loaders are a classifier's; build them with is_lm=True")
     model = get_language_model(len(dls.vocab), config, drop_mult)
@@ -138,21 +168,30 @@ def language_model_learner(dls, arch=AWD_LSTM, config=None, drop_mult=1.0, pretr
     learn = TextLearner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=metrics, splitter=awd_lstm_lm_split,
                         **kwargs)
     learn.add_cbs(ModelResetter())
+    if pretrained:
+        state, file = pretrained_state(dls.vocab.itos, "language_model_learner")
+        if state is not None:
+            _load_pretrained(model, state, file)
+            learn.freeze()
     return learn
 
 
-def text_classifier_learner(dls, arch=AWD_LSTM, seq_len=72, config=None, drop_mult=1.0, pretrained=False,
+def text_classifier_learner(dls, arch=AWD_LSTM, seq_len=72, config=None, drop_mult=1.0, pretrained=True,
                             metrics=None, max_len=72 * 20, lin_ftrs=(50,), ps=(0.1,), **kwargs):
     """fastai's text_classifier_learner: a SentenceEncoder (AWD-LSTM read in chunks of ``seq_len``) and a
-    concat-pooling head. Load a fine-tuned language model's encoder with ``load_encoder``; the learner
-    starts frozen to its head when an encoder is pretrained."""
+    concat-pooling head. ``pretrained``: the encoder starts as the WikiText-103 language model's, frozen
+    (offline without its files: a loud warning, and random weights); ULMFiT's better start is a language
+    model fine-tuned on your own texts: ``load_encoder`` it (that freezes the encoder too)."""
     _check_arch(arch, "text_classifier_learner")
-    if pretrained:
-        raise NotImplementedError("text_classifier_learner: WikiText-103 weights are not in minidl yet; use "
-                                  "pretrained=False and load_encoder() a language model you fine-tuned")
     if dls.is_lm:
         raise ValueError("text_classifier_learner: the loaders are a language model's; build them with labels")
     model = get_text_classifier(len(dls.vocab), len(dls.classes), seq_len, config, drop_mult, lin_ftrs, ps,
                                 pad_idx=dls.vocab.stoi["xxpad"], max_len=max_len)
-    return TextLearner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy if metrics is None else metrics,
-                       splitter=awd_lstm_clas_split, **kwargs)
+    learn = TextLearner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy if metrics is None else metrics,
+                        splitter=awd_lstm_clas_split, **kwargs)
+    if pretrained:
+        state, file = pretrained_state(dls.vocab.itos, "text_classifier_learner")
+        if state is not None:
+            _load_pretrained(model[0].module, state, file, prefix="0.")   # the encoder: the decoder stays out
+            learn.freeze()
+    return learn
