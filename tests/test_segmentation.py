@@ -11,7 +11,7 @@ from minidl.vision import Resize, RandomResizedCrop
 from minidl.vision.learner import SegmentationLearner, unet_learner, unet_split
 from minidl.vision.models import efficientnet_lite0, resnet18, create_body
 from minidl.vision.models.unet import DynamicUnet, skip_layers
-from minidl.vision.segmentation import BadMaskError, SegmentationDataLoaders, load_mask
+from minidl.vision.segmentation import BadMaskError, SegmentationDataLoaders, SegmentationInterpretation, load_mask
 from minidl.vision.transforms import AffineAugment, Lighting, Normalize
 
 CODES = ["background", "square", "disc", "void"]
@@ -233,6 +233,15 @@ def test_a_unet_learns_to_find_squares_and_discs(tmp_path):
     mask, _, probs = learn.predict(dls.valid.dataset.files[0])
     assert mask.shape == (32, 32) and probs.shape == (4, 32, 32)
     assert learn.show_results(max_n=2, path=str(tmp_path / "results.png"))
+    interp = SegmentationInterpretation.from_learner(learn)
+    losses, order = interp.top_losses(3)
+    assert len(interp.losses) == len(dls.valid.dataset) and np.all(np.diff(losses) <= 0)
+    worst = int(order[0])                                            # its loss, computed on that scene alone
+    x, y = dls.valid.collate_fn([dls.valid.dataset[worst]], dls.valid.device)
+    with minidl.no_grad():
+        assert losses[0] == pytest.approx(learn.loss_func(learn.model(x), y).item(), rel=1e-5)
+    assert interp.decoded.shape == (len(dls.valid.dataset), 32, 32)
+    assert interp.plot_top_losses(2, path=str(tmp_path / "top.png"))
 
 
 def test_unet_learner_starts_frozen_on_a_pretrained_body(tmp_path):

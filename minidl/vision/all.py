@@ -23,7 +23,7 @@ from .image import PILImage, get_image_files, load_image, verify_images
 from .interpret import ClassificationInterpretation
 from .learner import unet_learner, vision_learner
 from .models import efficientnet_lite0, resnet18, resnet34
-from .segmentation import SegmentationDataLoaders
+from .segmentation import SegmentationDataLoaders, SegmentationInterpretation
 from .transforms import Normalize, RandomResizedCrop, Resize, aug_transforms, imagenet_stats
 
 __all__ = [
@@ -33,6 +33,6 @@ __all__ = [
     "Resize", "RandomResizedCrop", "aug_transforms", "Normalize", "imagenet_stats",
     "vision_learner", "resnet18", "resnet34", "efficientnet_lite0",    # models and the learner
     "Learner", "CrossEntropyLossFlat", "accuracy", "error_rate", "ClassificationInterpretation",
-    "SegmentationDataLoaders", "unet_learner",                         # segmentation (the chapter's 2nd model)
+    "SegmentationDataLoaders", "SegmentationInterpretation", "unet_learner",   # segmentation (the chapter's 2nd model)
     "PixelAccuracy", "foreground_acc", "JaccardCoeffMulti", "DiceMulti",
 ]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..autograd import no_grad
 from ..data import RandomSplitter
 from ..tensor import tensor
 from .data import ImageBatcher, ImageDataLoader, ImageDataLoaders, _sorted_tfms
@@ -238,3 +239,43 @@ class SegmentationDataLoaders(ImageDataLoaders):
 
     def __repr__(self):
         return f"SegmentationDataLoaders({len(self.vocab)} codes, train={self.train!r}, valid={self.valid!r})"
+
+
+class SegmentationInterpretation:
+    """fastai's SegmentationInterpretation: which scenes does a segmentation model get most wrong?
+
+    ``losses`` (N,): each scene's loss (the learner's loss function on that scene alone: the mean
+    over its pixels, a void class left out); ``decoded`` (N, H, W): the predicted class of each pixel."""
+
+    def __init__(self, dl, losses, decoded, vocab):
+        self.dl, self.losses, self.decoded, self.vocab = dl, losses, decoded, vocab
+
+    @classmethod
+    def from_learner(cls, learn, ds_idx=1, dl=None):
+        dl = learn._inference_dl(ds_idx, dl, "SegmentationInterpretation")
+        losses, decoded = [], []
+        learn.model.eval()
+        with no_grad():
+            for x, y in dl:
+                out = learn.model(x)
+                losses += [learn.loss_func(out[i:i + 1], y[i:i + 1]).item() for i in range(len(y))]
+                decoded.append(out.argmax(dim=1).numpy())
+        return cls(dl, np.array(losses), np.concatenate(decoded), learn.dls.vocab)
+
+    def top_losses(self, k=None, largest=True):
+        """(losses, scene indices) of the k scenes with the largest (or smallest) loss."""
+        order = np.argsort(-self.losses if largest else self.losses, kind="stable")[:k]
+        return self.losses[order], order
+
+    def plot_top_losses(self, k=4, path="top_losses.png"):
+        """The k worst scenes, each as photo / truth / prediction, to a PNG; prints their losses."""
+        losses, rows = self.top_losses(k)
+        n = len(self.vocab)
+        pictures = []
+        for row in rows:
+            batch = self.dl.collate_fn([self.dl.dataset[int(row)]], self.dl.device)
+            photo, truth = self.dl.decode(batch[0])[0], batch[1].numpy()[0]
+            pictures.append([photo, overlay(photo, truth, n_classes=n), overlay(photo, self.decoded[row], n_classes=n)])
+        print("top losses: " + ", ".join(f"scene {r} {v:.3f}" for r, v in zip(rows, losses)))
+        return show_image_rows(pictures, path, titles=["photo", "truth", "prediction"])
+
