@@ -1,8 +1,11 @@
 """The CUDA emulator itself (csrc/emu/cuda_emu.h + minidl/backend/emu.py), on small kernels written here.
 
 It must behave as a GPU does where a kernel is correct (blocks, threads, shared memory,
-barriers, atomics, shuffles), and fail loudly where a GPU would hang or silently
-misbehave (a divergent __syncthreads, a partial-warp shuffle, a wrong argument type).
+barriers, atomics, shuffles, votes), and fail loudly where a GPU would hang or silently
+misbehave (a divergent __syncthreads, a shuffle some lanes skip, a partial-warp shuffle, a
+wrong argument type). CUDA threads run as fibers by default; a few tests run the same kernels
+on real threads (MINIDL_EMU_THREADS=os, the ThreadSanitizer mode) too. The strict modes
+(poisoned shared memory, launch limits, block order, sanitizers) are in test_emu_sanitizers.py.
 """
 import os
 import subprocess
@@ -58,6 +61,28 @@ extern "C" __global__ void warp_sums(const float* x, float* out) {  // butterfly
     out[blockDim.x + threadIdx.x] = down;
 }
 
+extern "C" __global__ void warp_votes(const int* x, unsigned* out) {  // ballot / any / all, shfl_up, width
+    int lane = threadIdx.x % 32, p = x[threadIdx.x];
+    unsigned ballot = __ballot_sync(0xffffffffu, p);
+    int any = __any_sync(0xffffffffu, p), all = __all_sync(0xffffffffu, p);
+    __syncwarp();
+    int up = __shfl_up_sync(0xffffffffu, lane, 3);          // lanes 0..2 keep their own
+    int bcast = __shfl_sync(0xffffffffu, lane, 5, 8);       // lane 5 of each group of 8
+    int xor16 = __shfl_xor_sync(0xffffffffu, lane, 16, 16); // a later group is out of reach: their own
+    out[threadIdx.x * 6 + 0] = ballot;
+    out[threadIdx.x * 6 + 1] = any;
+    out[threadIdx.x * 6 + 2] = all;
+    out[threadIdx.x * 6 + 3] = up;
+    out[threadIdx.x * 6 + 4] = bcast;
+    out[threadIdx.x * 6 + 5] = xor16;
+}
+
+extern "C" __global__ void half_warp_shuffle(float* out) {
+    float v = threadIdx.x;
+    if (threadIdx.x < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);  // a bug: lanes 16..31 never come
+    out[threadIdx.x] = v;
+}
+
 extern "C" __global__ void divergent_barrier(float* out) {
     if (threadIdx.x < 16) __syncthreads();  // a bug: half the block never arrives
     out[threadIdx.x] = 1.0f;
@@ -73,11 +98,16 @@ extern "C" __global__ void takes_int(int n, float* out) { out[0] = (float)n; }
 '''
 
 
-@pytest.fixture(scope="module")
-def module(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fibers", "os"])
+def module(request, tmp_path_factory):
+    """The test kernels with CUDA threads as fibers (the default), and as real OS threads (TSan's mode)."""
     path = tmp_path_factory.mktemp("emu") / "emu_test.cu"
     path.write_text(SOURCE)
-    return EmuModule(path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MINIDL_EMU_THREADS", request.param)
+        module = EmuModule(path)
+    module.threads = request.param
+    return module
 
 
 def test_grid_and_block_coordinates(module):
@@ -124,6 +154,34 @@ def test_warp_shuffles(module):
     np.testing.assert_array_equal(out[64:], down)
 
 
+def test_warp_votes_and_shuffle_widths(module):
+    x = np.zeros(64, np.int32)
+    x[3] = 1  # warp 0: one lane votes yes
+    x[32:] = 1  # warp 1: all lanes do
+    out = np.zeros((64, 6), np.uint32)
+    module.get_function("warp_votes")((1,), (64,), (x, out))
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(out[:32, 0], 1 << 3)
+    np.testing.assert_array_equal(out[32:, 0], 0xFFFFFFFF)
+    np.testing.assert_array_equal(out[:, 1], 1)
+    np.testing.assert_array_equal(out[:, 2], [0] * 32 + [1] * 32)
+    np.testing.assert_array_equal(out[:, 3], np.where(lane >= 3, lane - 3, lane))
+    np.testing.assert_array_equal(out[:, 4], lane // 8 * 8 + 5)
+    # xor 16 with width 16: a lane may read an earlier group (16..31 read 0..15), not a later one (0..15 keep theirs)
+    np.testing.assert_array_equal(out[:, 5], np.where(lane < 16, lane, lane - 16))
+
+
+def test_a_shuffle_some_lanes_skip_is_a_deadlock(module, monkeypatch):
+    if module.threads == "os":  # real threads can only wait, and give up after MINIDL_EMU_TIMEOUT seconds
+        monkeypatch.setenv("MINIDL_EMU_TIMEOUT", "0.5")
+        with pytest.raises(EmuError, match=r"deadlock: 16 of 32 threads of block \(0, 0, 0\) waited at .* for 0.5 s"):
+            module.get_function("half_warp_shuffle")((1,), (32,), (np.zeros(32, np.float32),))
+        return
+    with pytest.raises(EmuError, match=r"deadlock: thread 0 of block \(0, 0, 0\) waits at a warp shuffle \(line \d+\) "
+                                       r"that thread 16 of its warp never reaches \(it is at the kernel's return"):
+        module.get_function("half_warp_shuffle")((1,), (32,), (np.zeros(32, np.float32),))
+
+
 def test_shuffles_need_full_warps(module):
     with pytest.raises(EmuError, match="full warps"):
         module.get_function("warp_sums")((1,), (40,), (np.zeros(40, np.float32), np.zeros(80, np.float32)))
@@ -150,7 +208,7 @@ def test_arguments_are_checked(module):
         kernel((1,), (1,), (out,))
     with pytest.raises(ValueError, match="C-contiguous"):
         kernel((1,), (1,), (np.int32(1), np.zeros((4, 4), np.float32).T))
-    with pytest.raises(EmuError, match="1 to 1024 threads"):
+    with pytest.raises(EmuError, match="takes_int: block.x = 2048 is more than CUDA's limit of 1024 threads"):
         kernel((1,), (2048,), (np.int32(1), out))
     with pytest.raises(AttributeError, match="no kernel 'missing'"):
         module.get_function("missing")
@@ -176,6 +234,14 @@ extern "C" __global__ void reverse_racy(const float* x, float* out) {
     __shared__ float tile[32];
     tile[threadIdx.x] = x[threadIdx.x];
     out[threadIdx.x] = tile[31 - threadIdx.x];  // may read before thread 31 - i has written
+}
+
+extern "C" __global__ void reverse_in_place_racy(const float* x, float* out) {
+    __shared__ float tile[32];
+    tile[threadIdx.x] = x[threadIdx.x];
+    __syncthreads();
+    tile[threadIdx.x] = tile[31 - threadIdx.x];  // may read after thread 31 - i has overwritten it
+    out[threadIdx.x] = tile[threadIdx.x];
 }
 '''
 
@@ -217,6 +283,9 @@ def test_thread_sanitizer_finds_a_missing_syncthreads(tmp_path):
     assert "ran reverse_racy" in racy.stdout, racy.stderr[-3000:]
     assert "WARNING: ThreadSanitizer: data race" in racy.stderr
     assert "racy.cu:13" in racy.stderr or "racy.cu:14" in racy.stderr  # it points at the kernel's lines
+    racy = run("reverse_in_place_racy")  # a race after a barrier: TSan must see through the barrier's wait
+    assert "ran reverse_in_place_racy" in racy.stdout, racy.stderr[-3000:]
+    assert "WARNING: ThreadSanitizer: data race" in racy.stderr and "racy.cu:20" in racy.stderr, racy.stderr[-3000:]
 
 
 def test_without_gxx_the_error_says_so(tmp_path, monkeypatch):
