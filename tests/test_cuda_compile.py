@@ -100,3 +100,42 @@ def test_op_codes_match_the_kernels_enums():
     assert [f"REDUCE_{op.upper()}" for op in cuda.REDUCE] == enum_names("block_reduce.cuh", "REDUCE_")
     assert enum_names("softmax.cu", "SOFTMAX") == ["SOFTMAX", "LOG_SOFTMAX", "LOGSUMEXP"]
     assert (cuda.SOFTMAX, cuda.LOG_SOFTMAX, cuda.LOGSUMEXP) == (0, 1, 2)
+
+
+def test_module_source_pastes_the_headers_in(tmp_path, monkeypatch):
+    """CuPy caches a module by its source string: the "cuda" device's source (module_source) carries
+    the headers' text, so an edited header is a new source, never a stale cached cubin."""
+    from minidl.backend import cuda
+    source = cuda.module_source("batchnorm")
+    assert '#include "block_reduce.cuh"' not in source and '#include "../common/activation.h"' not in source
+    assert "__device__ float block_reduce(" in source and "#pragma once" not in source
+    assert cuda.module_source("conv").count("__device__ float block_reduce(") == 1  # pasted once
+    # the same files in a copy, then one header edited: the source changes with it
+    (tmp_path / "cuda").mkdir()
+    (tmp_path / "common").mkdir()
+    for path in CUDA_DIR.glob("*.cu*"):
+        (tmp_path / "cuda" / path.name).write_text(path.read_text())
+    for path in cuda.COMMON_DIR.glob("*.h"):
+        (tmp_path / "common" / path.name).write_text(path.read_text())
+    monkeypatch.setattr(cuda, "CUDA_DIR", tmp_path / "cuda")
+    monkeypatch.setattr(cuda, "COMMON_DIR", tmp_path / "common")
+    assert cuda.module_source("batchnorm") == source
+    header = tmp_path / "cuda" / "block_reduce.cuh"
+    header.write_text(header.read_text() + "\n// an edit\n")
+    assert cuda.module_source("batchnorm") != source and "// an edit" in cuda.module_source("batchnorm")
+    common = tmp_path / "common" / "activation.h"
+    common.write_text(common.read_text() + "\n// another edit\n")
+    assert "// another edit" in cuda.module_source("batchnorm")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("path", CU_FILES, ids=lambda p: p.name)
+def test_module_source_compiles_without_its_headers(path):
+    """What the "cuda" device hands CuPy compiles alone: every local #include was pasted."""
+    from cupy.cuda import nvrtc
+    from minidl.backend.cuda import module_source
+    program = nvrtc.createProgram(module_source(path.stem), path.name, [], [])
+    try:
+        nvrtc.compileProgram(program, ["--gpu-architecture=sm_80", "-std=c++17"])
+    finally:
+        nvrtc.destroyProgram(program)

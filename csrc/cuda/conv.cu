@@ -7,7 +7,9 @@
 //                  out[n] = w (O, C*kh*kw) @ cols[n]    matmul_tiled, batched over n
 //   backward data  dcols[n] = w^T @ grad[n]             matmul_tiled with transA
 //                  dx = col2im(dcols)
-//   backward wt.   dw = grad (O, N*OH*OW) @ cols^T       matmul_tiled with transB
+//   backward wt.   dw = grad (O, N*OH*OW) @ cols^T       matmul_tiled with transA, from K-major copies
+//                  (N*OH*OW, O) and (N*OH*OW, C*kh*kw), K split across blocks (split-K) when
+//                  the output has few tiles, the slices added by partials.cu's sum_parts
 //
 // im2col   cols[n, (c*kh + i)*kw + j, y*OW + x] = x[n, c, y*sh + i*dh - ph, x*sw + j*dw - pw]
 //          (0 where that falls in the padding). One thread per element of cols.
@@ -26,7 +28,8 @@
 // Launch: the others are 1-D, 256 threads, grid-stride loops over the elements named above.
 // Cost: im2col/col2im move 4*N*C*kh*kw*OH*OW bytes each way; depthwise is
 //       2*N*C*OH*OW*kh*kw FLOPs. The matmuls: 2*N*O*OH*OW*C*kh*kw FLOPs each.
-// Test: pytest tests/test_emu_kernels.py -k "test_conv2d"  (test_conv2d, test_conv2d_layers (depthwise)), on "emu"
+// Test: pytest tests/test_emu_kernels.py -k "test_conv2d"  (test_conv2d, test_conv2d_layers (depthwise)) and
+//       tests/test_cuda_shapes.py (split-K weight gradients), on "emu"
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "../common/conv_geometry.h"

@@ -8,10 +8,15 @@
 // over an edge of a matrix read zeros there and skip their stores.
 // Cost: 2*M*N*K FLOPs per batch; at least 4*(M*K + K*N + M*N) bytes.
 // Launch: each kernel's comment gives its own block and grid. minidl launches two of them
-//         (backend/cuda.py gemm): v1 matmul_naive, block (16, 16), grid (ceil(N/16), ceil(M/16), batch),
-//         as a baseline, and v7 matmul_tiled, block (256), grid (ceil(N/64), ceil(M/64), batch), for real.
+//         (backend/cuda.py gemm): v1 matmul_naive, block (16, 16), as a baseline, and v7 matmul_tiled,
+//         block (256), for real, both with the grid FOLDED (tile_of_block below): grid
+//         (ceil(N/T) * batch, min(ceil(M/T), 65535)), T the tile, since CUDA caps grid.y and grid.z at
+//         65,535 and a batch of 70,000 small matrices or M of 5 million rows would not launch; the
+//         unfolded grid (ceil(N/T), ceil(M/T), batch) of the other versions works for them too.
+//         A weight gradient's long K (N*OH*OW) is split across blocks by the host (split-K, gemm).
 // Test: pytest tests/test_cuda_steps.py (every version against numpy on "emu", and on "cuda" where a GPU
 //       is visible); tests/test_emu_kernels.py -k "test_matmul" (v1 and v7 through minidl's matmul);
+//       tests/test_cuda_shapes.py (folded grids: a batch of 70,000; split-K);
 //       tests/test_cuda_compile.py compiles the file with NVRTC for sm_80 and sm_90.
 // Benchmark: python -m benchmarks.bench_matmul --versions (GPU: each version's GFLOP/s against cuBLAS,
 //            torch and fma_peak, the roof below).
@@ -43,6 +48,16 @@ __device__ float b_at(const float* B, int transB, int K, int N, int k, int n) {
     return transB ? B[(long long)n * K + k] : B[(long long)k * N + n];
 }
 
+// The batch and the column tile of this block, for a grid folded or not: grid.x holds
+// ceil(N/T) column tiles for each of gridDim.x / ceil(N/T) batches, and grid.z counts
+// groups of those batches (gridDim.z == 1 when folded; gridDim.x == ceil(N/T) unfolded).
+// Row tiles are walked from blockIdx.y in steps of gridDim.y, so grid.y may be smaller than ceil(M/T).
+__device__ long long tile_of_block(int N, int T, int* n_tile) {
+    int tiles_n = (N + T - 1) / T;
+    *n_tile = blockIdx.x % tiles_n;
+    return (long long)blockIdx.z * (gridDim.x / tiles_n) + blockIdx.x / tiles_n;
+}
+
 // fma_peak: the roof. Each thread runs 8 independent chains of fused multiply-adds on registers,
 // with no memory traffic, so the only limit is how many FMAs the SMs issue per clock (8 chains
 // keep each one's 4-cycle latency hidden). Writes one float per thread so none of it is optimised away.
@@ -59,21 +74,26 @@ extern "C" __global__ void fma_peak(float* __restrict__ out, int iters) {
 // v1 matmul_naive. One thread per element of C: it walks row m of op(A) and column n of op(B),
 // two loads from global memory for each multiply-add.
 // Launch: block (16, 16), grid (ceil(N/16), ceil(M/16), batch): block (x, y) covers the 16x16 square
-// of C at row 16y, column 16x. Inside it threadIdx.x picks the ROW. The 32 threads of a warp
+// of C at row 16y, column 16x (or folded: tile_of_block). Inside it threadIdx.x picks the ROW. The 32 threads of a warp
 // (consecutive threadIdx.x) therefore hold 16 different rows, so a warp's loads of A and stores
 // to C hit 16 places far apart: 16 memory transactions where one would do. v2 swaps x and y.
 extern "C" __global__ void matmul_naive(const float* __restrict__ A, const float* __restrict__ B,
                                         float* __restrict__ C, int M, int N, int K, int transA, int transB,
                                         long long strideA, long long strideB, long long strideC) {
-    A += blockIdx.z * strideA;
-    B += blockIdx.z * strideB;
-    C += blockIdx.z * strideC;
-    int m = blockIdx.y * blockDim.y + threadIdx.x;  // the row from threadIdx.x (the block is square)
-    int n = blockIdx.x * blockDim.x + threadIdx.y;
-    if (m >= M || n >= N) return;  // no barrier below, so threads may leave early
-    float acc = 0.0f;
-    for (int k = 0; k < K; ++k) acc += a_at(A, transA, M, K, m, k) * b_at(B, transB, K, N, k, n);
-    C[(long long)m * N + n] = acc;
+    int n_tile;
+    long long batch = tile_of_block(N, 16, &n_tile);
+    A += batch * strideA;
+    B += batch * strideB;
+    C += batch * strideC;
+    int n = n_tile * blockDim.x + threadIdx.y;
+    if (n >= N) return;  // no barrier below, so threads may leave early
+    for (int m_tile = blockIdx.y; m_tile * 16 < M; m_tile += gridDim.y) {
+        int m = m_tile * blockDim.y + threadIdx.x;  // the row from threadIdx.x (the block is square)
+        if (m >= M) break;
+        float acc = 0.0f;
+        for (int k = 0; k < K; ++k) acc += a_at(A, transA, M, K, m, k) * b_at(B, transB, K, N, k, n);
+        C[(long long)m * N + n] = acc;
+    }
 }
 
 // v2 matmul_coalesced. The idea: give a warp's 32 threads 32 neighbouring COLUMNS of one row of C.
@@ -288,38 +308,44 @@ matmul_vec4(const float* __restrict__ A, const float* __restrict__ B, float* __r
 // 4 across) and lay its threads' 4x4 patches out inside that piece, 8 down and 4 across.
 // In v6 a warp's patches form an 8x64 strip: at each k its threads read 8 values of As and 64
 // of Bs; a 32x16 piece needs 32 + 16 = 48, the squarer the piece the fewer. Only the three lines
-// that place a thread's patch differ from v6 (tensor cores, the next step, compute in TF32 and
-// need the mma instructions, which the emulator cannot run).
-// Launch: block (256), grid (ceil(N/64), ceil(M/64), batch).
+// that place a thread's patch differ from v6, besides the folded grid (tile_of_block) minidl launches it
+// with (tensor cores, the next step, compute in TF32 and need the mma instructions, which the
+// emulator cannot run).
+// Launch: block (256), grid (ceil(N/64) * batch, min(ceil(M/64), 65535)) folded (tile_of_block), or
+// (ceil(N/64), ceil(M/64), batch) as the versions before it.
 extern "C" __global__ void __launch_bounds__(256)
 matmul_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K,
              int transA, int transB, long long strideA, long long strideB, long long strideC) {
     __align__(16) __shared__ float As[BK][BM + PAD];
     __align__(16) __shared__ float Bs[BK][BN + PAD];
-    A += blockIdx.z * strideA;
-    B += blockIdx.z * strideB;
-    C += blockIdx.z * strideC;
-    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int n_tile;
+    long long batch = tile_of_block(N, BN, &n_tile);
+    A += batch * strideA;
+    B += batch * strideB;
+    C += batch * strideC;
+    int n0 = n_tile * BN;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int row = warp / 4 * 32 + lane / 4 * 4;  // the warp's 32x16 piece, then the lane's 4x4 patch in it
     int col = warp % 4 * 16 + lane % 4 * 4;
-    float acc[4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
-        load_tiles_vec4(A, B, transA, transB, M, N, K, m0, n0, k0, &As[0][0], &Bs[0][0]);
-        __syncthreads();
+    for (int m0 = blockIdx.y * BM; m0 < M; m0 += gridDim.y * BM) {  // the same m0 for the whole block
+        float acc[4][4] = {};
+        for (int k0 = 0; k0 < K; k0 += BK) {
+            load_tiles_vec4(A, B, transA, transB, M, N, K, m0, n0, k0, &As[0][0], &Bs[0][0]);
+            __syncthreads();
 #pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            float4 a4 = *reinterpret_cast<const float4*>(&As[k][row]);
-            float4 b4 = *reinterpret_cast<const float4*>(&Bs[k][col]);
-            float a[4] = {a4.x, a4.y, a4.z, a4.w}, b[4] = {b4.x, b4.y, b4.z, b4.w};
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+            for (int k = 0; k < BK; ++k) {
+                float4 a4 = *reinterpret_cast<const float4*>(&As[k][row]);
+                float4 b4 = *reinterpret_cast<const float4*>(&Bs[k][col]);
+                float a[4] = {a4.x, a4.y, a4.z, a4.w}, b[4] = {b4.x, b4.y, b4.z, b4.w};
+                for (int i = 0; i < 4; ++i)
+                    for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+            }
+            __syncthreads();
         }
-        __syncthreads();
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+                int m = m0 + row + i, n = n0 + col + j;
+                if (m < M && n < N) C[(long long)m * N + n] = acc[i][j];
+            }
     }
-    for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-            int m = m0 + row + i, n = n0 + col + j;
-            if (m < M && n < N) C[(long long)m * N + n] = acc[i][j];
-        }
 }

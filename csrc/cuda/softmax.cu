@@ -6,7 +6,9 @@
 //   where m = max_j x[r, j] (subtracted so exp cannot overflow) and s = sum_j e^(x[r, j] - m).
 // cross_entropy_rows  loss[r] = logsumexp(x[r]) - x[r, target[r]] and, fused in the same
 //   pass, dlogits[r, j] = softmax(x[r])_j - [j == target[r]], the gradient of loss[r]
-//   (numpy_ref.cross_entropy): the op's backward only scales it by dL/dloss[r].
+//   (numpy_ref.cross_entropy): the op's backward only scales it by dL/dloss[r]. A target
+//   outside [0, C) is never read through: its row's loss is NaN (a mean loss shows it, and the
+//   Learner's TerminateOnNaN stops there), with no copy to the host to check it first.
 // The host moves the softmax axis last and makes the array contiguous.
 // Launch: one block per row, blockDim.x a power of two in [32, 1024], dynamic shared
 //         memory blockDim.x floats (block_reduce.cuh's tree).
@@ -15,6 +17,10 @@
 //       and on "cuda" where a GPU is visible; tests/test_cuda_compile.py compiles it with NVRTC.
 
 #include "block_reduce.cuh"
+
+#ifndef NAN  // NVRTC has no <math.h>; the emulator's <cmath> defines it
+#define NAN __int_as_float(0x7fc00000)
+#endif
 
 enum { SOFTMAX, LOG_SOFTMAX, LOGSUMEXP };
 
@@ -55,7 +61,8 @@ extern "C" __global__ void cross_entropy_rows(const float* __restrict__ x, const
     float m, log_s;
     row_stats(xr, C, shared, &m, &log_s);
     long long t = target[r];
-    if (threadIdx.x == 0) loss[r] = m + log_s - xr[t];
+    bool valid = t >= 0 && t < C;
+    if (threadIdx.x == 0) loss[r] = valid ? m + log_s - xr[t] : NAN;
     float* dr = dlogits + r * C;
     for (long long j = threadIdx.x; j < C; j += blockDim.x)
         dr[j] = expf(xr[j] - m - log_s) - (j == t ? 1.0f : 0.0f);

@@ -5,7 +5,7 @@ grid and block sizes and launches the kernels by name. It is written once agains
 things it is given:
 
     device  xp (array module)   load_module(name) -> an object with get_function(kernel)
-    "cuda"  cupy                cupy.RawModule(code=csrc/cuda/<name>.cu): NVRTC, cached by CuPy
+    "cuda"  cupy                cupy.RawModule(code=module_source(name)): NVRTC, cached by CuPy
     "emu"   numpy               emu.load_module(name): the same .cu compiled by g++ (emu.py)
 
 so the code that runs on a GPU is exactly the code the CPU-only tests run on "emu".
@@ -22,8 +22,8 @@ run CuPy's library routines on the GPU and on "emu" they are numpy_ref itself.
 Kernel arguments are arrays and numpy scalars (np.int32, np.int64, np.float32): the
 scalar's type is the C type the kernel receives.
 """
-import hashlib
 import math
+import re
 import types
 from pathlib import Path
 
@@ -36,6 +36,16 @@ CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
 COMMON_DIR = CUDA_DIR.parent / "common"  # headers the .cu files share with csrc/cpu (#include "../common/...")
 F32 = np.dtype(np.float32)
 THREADS = 256  # threads per block of the 1-D (grid-stride) kernels
+# How many blocks a launch needs to keep a GPU busy, assumed in one place: an H100 has 132
+# SMs (an A100 108), and a few resident blocks per SM hide each other's memory waits. The
+# launches that choose how finely to cut their work (split-K GEMMs, reductions in parts) aim
+# for FULL_GRID blocks; those that cannot be cut keep their natural grid.
+SMS = 132
+FULL_GRID = 2 * SMS
+MIN_PART = 4096       # the fewest values a block of a parted reduction sums (16 per thread of 256)
+MIN_SPLIT_K = 512     # the shortest slice of K a split-K GEMM block multiplies (64 steps of its 8-deep tiles)
+MAX_GRID_YZ = 65535   # CUDA's limit on grid.y and grid.z (grid.x may reach 2**31 - 1)
+METADATA_CACHE = 1024  # small device arrays kept by key (broadcast strides, conv geometries)
 
 
 def i32(v):
@@ -56,6 +66,14 @@ def f32(v):
 def reduction_threads(n):
     """Threads for a one-block-per-row reduction: a power of two in [32, 256], no more than the row needs."""
     return int(min(256, max(32, 1 << max(0, math.ceil(math.log2(max(n, 1)))))))
+
+
+def parts_for(rows, length):
+    """(P, chunk): cut each of ``rows`` rows of ``length`` values into P parts of ``chunk`` values
+    (the last may be shorter), so that rows * P blocks come near FULL_GRID, each part at least MIN_PART."""
+    P = max(1, min(-(-FULL_GRID // max(rows, 1)), length // MIN_PART))
+    chunk = -(-length // P)
+    return -(-length // chunk), chunk  # no empty last part
 
 
 def rebound_reference(xp):
@@ -81,7 +99,9 @@ class Launcher:
     def __init__(self, name, xp, load_module, max_blocks):
         self.name, self.xp, self.load_module = name, xp, load_module
         self.max_blocks = max_blocks  # grid cap for grid-stride kernels (the emulator runs blocks one by one)
+        self.max_grid_yz = MAX_GRID_YZ  # the GEMM folds its grid below this (a test lowers it to see that done)
         self._functions = {}
+        self._metadata = {}  # key -> a small device array, made once: no host-to-device copy per launch
         self.glue = rebound_reference(xp)
 
     def function(self, module, kernel):
@@ -94,6 +114,11 @@ class Launcher:
 
     def launch(self, module, kernel, grid, block, args, shared_mem=0):
         """Run ``kernel`` on ``grid`` blocks of ``block`` threads, with ``shared_mem`` bytes of dynamic shared memory."""
+        grid = tuple(int(d) for d in (grid if isinstance(grid, (tuple, list)) else (grid,)))
+        if grid[0] > 2 ** 31 - 1 or any(d > self.max_grid_yz for d in grid[1:]):
+            # A GPU refuses such a launch (cudaErrorInvalidConfiguration); say so here, on "emu" too.
+            raise ValueError(f"{module}.cu {kernel}: grid {grid} exceeds CUDA's limits (x < 2**31, y and z "
+                             f"<= {self.max_grid_yz}): the host code must fold it")
         self.function(module, kernel)(grid, block, tuple(args), shared_mem=shared_mem)
 
     def launch_1d(self, module, kernel, n, args):
@@ -122,9 +147,27 @@ class Launcher:
             return self.xp.asarray(v, dtype=F32)  # a Python number is "weak": float32 wins (numpy's rule)
         return None
 
+    def launch_parts(self, module, kernel, rows, P, chunk, args):
+        """A reduction in parts: rows * P blocks, each summing ``chunk`` values with a block_reduce tree."""
+        threads = reduction_threads(chunk)
+        self.launch(module, kernel, (rows * P,), (threads,), args, shared_mem=threads * 4)
+
+    def metadata(self, key, values, dtype):
+        """A small constant device array (a kernel's shapes and strides), made on the first call with this
+        key and kept: a launch does not copy it from the host again (which would wait for the GPU).
+        ``values`` may be a function that makes them, called only the first time."""
+        array = self._metadata.get(key)
+        if array is None:
+            if len(self._metadata) >= METADATA_CACHE:
+                self._metadata.clear()  # a model uses few shapes; a sweep over shapes must not grow this forever
+            array = self._metadata[key] = self.xp.asarray(np.asarray(values() if callable(values) else values,
+                                                                     dtype=dtype))
+        return array
+
     def geometry_array(self, g):
-        """A kernel_types.ConvGeometry as conv.cu and pool.cu read it: an int32 array of its fields, in order."""
-        return self.xp.asarray(g, dtype=np.int32)
+        """A kernel_types.ConvGeometry as conv.cu and pool.cu read it: an int32 array of its fields, in order
+        (made once per geometry)."""
+        return self.metadata(("geometry", tuple(g)), tuple(g), np.int32)
 
 
 # ---------------------------------------------------------------- elementwise.cu
@@ -138,7 +181,17 @@ BINARY = {name: i for i, name in enumerate(["add", "sub", "mul", "div", "maximum
 
 class ElementwiseHost:
     """csrc/cuda/elementwise.cu: unary math and broadcasting binary arithmetic, one kernel each with an op code."""
-    KERNELS = ()  # (every op of UNARY and BINARY: see CudaKernels.namespace)
+    KERNELS = ("dropout_mask",)  # (and every op of UNARY and BINARY: see CudaKernels.namespace)
+
+    def dropout_mask(self, shape, p, seed):
+        """A float32 array of ``shape``: 1 / (1 - p) where kept, 0 where dropped; element i is kept when
+        u_i >= p, u_i the uniform number SplitMix64 gives for (seed, i) (elementwise.cu dropout_mask_f32).
+        Made on the device: no random numbers drawn on the host and copied over. 0 <= p < 1."""
+        out = self.xp.empty(tuple(shape), F32)
+        if out.size:
+            self.launch_1d("elementwise", "dropout_mask_f32", out.size,
+                           (out, i64(out.size), np.uint64(int(seed) % 2 ** 64), f32(p), f32(1 / (1 - p))))
+        return out
 
     def unary(self, op, x):
         """y = op(x) elementwise (elementwise.cu unary_f32) for float32; other dtypes use the reference glue."""
@@ -153,20 +206,38 @@ class ElementwiseHost:
         return out
 
     def binary(self, op, a, b):
-        """out = op(a, b) elementwise (elementwise.cu); broadcasting reads each operand with stride 0 on broadcast axes."""
+        """out = op(a, b) elementwise (elementwise.cu): equal shapes index both alike, a Python number is
+        passed by value, broadcasting reads each operand with stride 0 on broadcast axes."""
+        a_is_array, b_is_array = isinstance(a, self.xp.ndarray), isinstance(b, self.xp.ndarray)
+        if a_is_array != b_is_array:  # array op number: the number goes to the kernel by value
+            x, s = (a, b) if a_is_array else (b, a)
+            if self.is_f32(x) and isinstance(s, (bool, int, float, np.float32)) and not isinstance(s, np.float64):
+                x = self.contiguous(x)
+                out = self.xp.empty(x.shape, F32)
+                if out.size:
+                    self.launch_1d("elementwise", "binary_scalar_f32", out.size,
+                                   (i32(BINARY[op]), x, f32(s), i32(not a_is_array), out, i64(out.size)))
+                return out
         a32, b32 = self._f32_operand(a), self._f32_operand(b)
-        if a32 is None or b32 is None or not (isinstance(a, self.xp.ndarray) or isinstance(b, self.xp.ndarray)):
+        if a32 is None or b32 is None or not (a_is_array or b_is_array):
             if op == "relu_backward":  # a = grad, b = relu's output y
                 return self.xp.where(b > 0, a, 0).astype(a.dtype, copy=False)
             return self.glue[op](a, b)
+        if a32.shape == b32.shape:
+            out = self.xp.empty(a32.shape, F32)
+            if out.size:
+                self.launch_1d("elementwise", "binary_same_f32", out.size, (i32(BINARY[op]), a32, b32, out, i64(out.size)))
+            return out
         shape = np.broadcast_shapes(a32.shape, b32.shape)
         out = self.xp.empty(shape, F32)
         if out.size == 0:
             return out
         ndim = max(len(shape), 1)
-        meta = [*(shape or (1,)), *self._broadcast_strides(a32.shape, shape), *self._broadcast_strides(b32.shape, shape)]
+        meta = self.metadata(("broadcast", a32.shape, b32.shape), [
+            *(shape or (1,)), *self._broadcast_strides(a32.shape, shape), *self._broadcast_strides(b32.shape, shape)],
+            np.int64)
         self.launch_1d("elementwise", "binary_f32", out.size,
-                       (i32(BINARY[op]), a32, b32, out, i64(out.size), i32(ndim), self.xp.asarray(meta, dtype=np.int64)))
+                       (i32(BINARY[op]), a32, b32, out, i64(out.size), i32(ndim), meta))
         return out
 
     @staticmethod
@@ -201,6 +272,12 @@ class ReduceHost:
                 self.xp.mean(x, axis=axis, keepdims=keepdims)
         xt = self.contiguous(self.xp.transpose(x, kept + list(axes)))  # the reduced axes last: rows of R
         out = self.xp.empty(rows, F32)
+        P, chunk = parts_for(rows, R)
+        if P > 1:  # few long rows (a full-tensor sum is one): P blocks per row, then a row of P partials each
+            partial = self.xp.empty(rows * P, F32)
+            self.launch_parts("partials", "reduce_row_parts", rows, P, chunk,
+                              (i32(REDUCE[op]), xt, partial, i64(R), i32(P), i64(chunk)))
+            xt, R, op = partial, P, "sum" if op == "mean" else op  # (a mean's parts are already divided by R)
         self.launch_rows("reduce", "reduce_rows", rows, R, (i32(REDUCE[op]), xt, out, i64(rows), i64(R)))
         shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else \
             tuple(x.shape[d] for d in kept)
@@ -281,13 +358,48 @@ class MatmulHost:
         return self.contiguous(a), 0
 
     def gemm(self, A, transA, B, transB, out, M, N, K, batch, strides, version="tiled"):
-        """out[b] = op(A[b]) @ op(B[b]) for b < batch; strides = (A's, B's, out's) batch strides."""
-        if version == "tiled":
-            grid, block = (-(-N // 64), -(-M // 64), batch), (256,)
+        """out[b] = op(A[b]) @ op(B[b]) for b < batch; strides = (A's, B's, out's) batch strides.
+
+        Few output tiles over a long K (a weight gradient: K = N*OH*OW, C small) would leave most SMs
+        idle, so K is split (split-K) when A and B are stored K-major, (K, M) and (K, N): there a slice
+        of K is a block of whole rows, one more batch entry of the same kernel.
+        """
+        # (split per batch entry, so only for a few: a conv's groups; a big batch fills the GPU anyway)
+        splits = self.k_splits(M, N, K, batch) if version == "tiled" and transA and not transB and batch <= 8 else 1
+        if splits > 1:
+            self._gemm_split_k(A, B, out, M, N, K, batch, strides, splits)
         else:
-            grid, block = (-(-N // 16), -(-M // 16), batch), (16, 16)
-        self.launch("matmul", f"matmul_{version}", grid, block,
+            self._gemm_launch(A, transA, B, transB, out, M, N, K, batch, strides, version)
+
+    def _gemm_launch(self, A, transA, B, transB, out, M, N, K, batch, strides, version="tiled"):
+        """One launch of matmul.cu's v7 (or v1) on the folded grid (ceil(N/T) * batch, min(ceil(M/T), 65535)),
+        which reaches any batch and any M (tile_of_block in matmul.cu)."""
+        T, block = (64, (256,)) if version == "tiled" else (16, (16, 16))
+        tiles_n, tiles_m = -(-N // T), -(-M // T)
+        self.launch("matmul", f"matmul_{version}", (tiles_n * batch, min(tiles_m, self.max_grid_yz)), block,
                     (A, B, out, i32(M), i32(N), i32(K), i32(transA), i32(transB), *(i64(s) for s in strides)))
+
+    @staticmethod
+    def k_splits(M, N, K, batch):
+        """How many slices of K: enough that the output tiles times the slices come near FULL_GRID blocks,
+        each slice at least MIN_SPLIT_K long (1: no split)."""
+        tiles = -(-M // 64) * -(-N // 64) * batch
+        return max(1, min(-(-FULL_GRID // tiles), K // MIN_SPLIT_K))
+
+    def _gemm_split_k(self, A, B, out, M, N, K, batch, strides, splits):
+        """out[b] = sum over slices s of A[b][s]^T @ B[b][s]: the slices' products as one batched GEMM
+        (a shorter last slice as one more launch), added by partials.cu's sum_parts."""
+        Kc = -(-K // splits)
+        full, rest = divmod(K, Kc)
+        parts = self.xp.empty((full + (rest > 0), M, N), F32)
+        flat_a, flat_b, flat_out = A.reshape(-1), B.reshape(-1), out.reshape(-1)
+        (sA, sB, sC), MN = strides, M * N
+        for b in range(batch):  # (a conv with groups: one per group; a matmul: one)
+            Ab, Bb = flat_a[b * sA:], flat_b[b * sB:]
+            self._gemm_launch(Ab, 1, Bb, 0, parts, M, N, Kc, full, (Kc * M, Kc * N, MN))
+            if rest:
+                self._gemm_launch(Ab[full * Kc * M:], 1, Bb[full * Kc * N:], 0, parts[full], M, N, rest, 1, (0, 0, 0))
+            self.launch_1d("partials", "sum_parts", MN, (parts, flat_out[b * sC:b * sC + MN], i64(MN), i32(len(parts))))
 
     def matmul(self, a, b, version="tiled"):
         """(..., M, K) @ (..., K, N) with broadcast batch dims, as numpy.matmul; float32 runs matmul.cu."""
@@ -395,12 +507,14 @@ class ConvHost:
             return dw
         G, Og = g.groups, g.O // g.groups
         CgKK = g.C // G * g.kh * g.kw
-        cols = self.im2col(x, g).reshape(g.N, G, CgKK, L)
-        cols_k = self.contiguous(cols.transpose(1, 2, 0, 3))                         # (G, CgKK, N, L)
-        grad_k = self.contiguous(grad.reshape(g.N, G, Og, L).transpose(1, 2, 0, 3))  # (G, Og, N, L)
-        dw = self.xp.empty((G, Og, CgKK), F32)
         NL = g.N * L
-        self.gemm(grad_k, 0, cols_k, 1, dw, Og, CgKK, NL, G, (Og * NL, CgKK * NL, Og * CgKK))
+        # K-major copies, K = (n, y, x) down the rows: a slice of K is whole rows, so gemm can split K
+        # (EfficientNet's stem at batch 32: K = 401,408 for a 32 x 27 output, one tile without the split).
+        cols = self.im2col(x, g).reshape(g.N, G, CgKK, L)
+        cols_k = self.contiguous(cols.transpose(1, 0, 3, 2)).reshape(G, NL, CgKK)
+        grad_k = self.contiguous(grad.reshape(g.N, G, Og, L).transpose(1, 0, 3, 2)).reshape(G, NL, Og)
+        dw = self.xp.empty((G, Og, CgKK), F32)
+        self.gemm(grad_k, 1, cols_k, 0, dw, Og, CgKK, NL, G, (NL * Og, NL * CgKK, Og * CgKK))
         return dw.reshape(w_shape)
 
 
@@ -468,16 +582,21 @@ class ResizeHost:
         return i64(N * C), i32(H), i32(W), i32(out_shape[2]), i32(out_shape[3])
 
     def _nearest_maps(self, x_shape, out_shape, scales):
-        """rows (h,) and cols (w,): numpy_ref.nearest_source_index, computed on the host, as int64 device arrays."""
-        return [self.xp.asarray(numpy_ref.nearest_source_index(n, m, s).astype(np.int64))
-                for n, m, s in zip(x_shape[2:], out_shape[2:], scales)]
+        """rows (h,) and cols (w,): numpy_ref.nearest_source_index, computed on the host once per size, as
+        int64 device arrays."""
+        return [self.metadata(("nearest", n, m, s), lambda n=n, m=m, s=s: numpy_ref.nearest_source_index(n, m, s),
+                              np.int64) for n, m, s in zip(x_shape[2:], out_shape[2:], scales)]
 
     def _linear_maps(self, x_shape, out_shape, align_corners, scales):
-        """rows [y0; y1] (2, h), wy (h,), cols [x0; x1] (2, w), wx (w,): numpy_ref.linear_source_index in float32."""
+        """rows [y0; y1] (2, h), wy (h,), cols [x0; x1] (2, w), wx (w,): numpy_ref.linear_source_index in float32,
+        computed on the host once per size."""
         maps = []
         for n, m, s in zip(x_shape[2:], out_shape[2:], scales):
-            i0, i1, w1 = numpy_ref.linear_source_index(n, m, s, align_corners, np.float32)
-            maps += [self.xp.asarray(np.stack([i0, i1]).astype(np.int64)), self.xp.asarray(w1)]
+            def source(n=n, m=m, s=s):
+                return numpy_ref.linear_source_index(n, m, s, align_corners, np.float32)
+            key = ("linear", n, m, s, bool(align_corners))
+            maps += [self.metadata(key + ("index",), lambda: np.stack(source()[:2]), np.int64),
+                     self.metadata(key + ("weight",), lambda: source()[2], np.float32)]
         return maps
 
     def upsample_nearest2d(self, x, size, scales=(None, None)):
@@ -540,8 +659,12 @@ class BatchNormHost:
         N, C = x.shape[:2]
         S = x.size // (N * C)
         mean, var, invstd = (self.xp.empty(C, F32) for _ in range(3))
-        self.launch_rows("batchnorm", "batch_norm_stats", C, N * S,
-                         (x, mean, var, invstd, i32(N), i32(C), i64(S), f32(eps)))
+        P, chunk = parts_for(C, N * S)
+        part_mean, part_m2 = self.xp.empty((C, P), F32), self.xp.empty((C, P), F32)
+        self.launch_parts("batchnorm", "batch_norm_stats_parts", C, P, chunk,
+                          (x, part_mean, part_m2, i32(N), i32(C), i64(S), i32(P), i64(chunk)))
+        self.launch_1d("batchnorm", "batch_norm_stats_combine", C,
+                       (part_mean, part_m2, mean, var, invstd, i32(N), i32(C), i64(S), i32(P), i64(chunk), f32(eps)))
         y = self.xp.empty(x.shape, F32)
         self.launch_1d("batchnorm", "batch_norm_apply", x.size,
                        (x, weight, bias, mean, invstd, y, i64(x.size), i32(C), i64(S)))
@@ -557,9 +680,8 @@ class BatchNormHost:
         weight, mean, invstd = self.contiguous(weight), self.contiguous(mean), self.contiguous(invstd)
         N, C = x.shape[:2]
         S = x.size // (N * C)
-        dweight, dbias = self.xp.empty(C, F32), self.xp.empty(C, F32)
-        self.launch_rows("batchnorm", "batch_norm_backward_reduce", C, N * S,
-                         (grad, x, mean, invstd, dweight, dbias, i32(N), i32(C), i64(S)))
+        dbias, dweight = self._channel_sums("batch_norm_backward_parts", N, C, S,
+                                            (grad, x, mean, invstd))  # sum g, sum g xhat
         dx = self.xp.empty(x.shape, F32)
         self.launch_1d("batchnorm", "batch_norm_backward_apply", x.size,
                        (grad, x, weight, mean, invstd, dweight, dbias, dx, i64(x.size), i32(C), i64(S), i64(N * S)))
@@ -579,7 +701,7 @@ class BatchNormHost:
         return y
 
     def channel_affine_backward(self, grad, x, y, scale, activation=None):
-        """(dx, dscale, dshift) of channel_affine, y its output; one block per channel (batchnorm.cu)."""
+        """(dx, dscale, dshift) of channel_affine, y its output; C*P blocks, P parts per channel (batchnorm.cu)."""
         act = activation_code("channel_affine_backward", activation)
         if (not self.is_f32(grad, x, y, scale) or x.ndim < 2 or x.size == 0 or grad.shape != x.shape
                 or y.shape != x.shape):
@@ -587,11 +709,20 @@ class BatchNormHost:
         grad, x, y, scale = (self.contiguous(a) for a in (grad, x, y, scale))
         N, C = x.shape[:2]
         S = x.size // (N * C)
-        dx, dscale, dshift = self.xp.empty(x.shape, F32), self.xp.empty(C, F32), self.xp.empty(C, F32)
-        self.launch_rows("batchnorm", "channel_affine_backward", C, N * S,
-                         (grad, x, y, scale, dx, dscale, dshift, i32(N), i32(C), i64(S),
-                          i32(act)))
+        dx = self.xp.empty(x.shape, F32)
+        dshift, dscale = self._channel_sums("channel_affine_backward_parts", N, C, S,
+                                            (grad, x, y, scale, dx), (i32(act),))  # sum gm, sum gm x
         return dx, dscale, dshift
+
+    def _channel_sums(self, kernel, N, C, S, arrays, extra=()):
+        """Two sums per channel over its N*S values, by C*P blocks (batchnorm.cu's *_parts kernels),
+        then partials.cu's sum_parts over the P parts: (first sums (C,), second sums (C,))."""
+        P, chunk = parts_for(C, N * S)
+        parts, sums = self.xp.empty((P, 2, C), F32), self.xp.empty(2 * C, F32)
+        self.launch_parts("batchnorm", kernel, C, P, chunk, (*arrays, parts, i32(N), i32(C), i64(S), i32(P),
+                                                             i64(chunk), *extra))
+        self.launch_1d("partials", "sum_parts", 2 * C, (parts, sums, i64(2 * C), i32(P)))
+        return sums[:C], sums[C:]
 
 
 # ---------------------------------------------------------------- embedding.cu
@@ -601,12 +732,14 @@ class EmbeddingHost:
     """csrc/cuda/embedding.cu: row gather and its atomic scatter-add (and gather's scatter_add, from CuPy)."""
     KERNELS = ("embedding", "embedding_backward", "scatter_add")
 
-    def _ids(self, ids, num_embeddings):
+    def _ids(self, ids, num_embeddings, check):
         ids = self.contiguous(self.xp.asarray(ids).astype(np.int64, copy=False))
-        # A GPU reads out of bounds without a word; check first (one small device-to-host sync).
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_embeddings):
-            raise IndexError(f"embedding: ids must be in [0, {num_embeddings - 1}], got values in "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        # A GPU reads out of bounds without a word: the forward checks, with one device-to-host copy of
+        # (min, max); the backward, given the same ids, does not (its kernel skips an id out of range).
+        if check and ids.size:
+            low, high = (int(v) for v in self.xp.stack([ids.min(), ids.max()]).tolist())
+            if low < 0 or high >= num_embeddings:
+                raise IndexError(f"embedding: ids must be in [0, {num_embeddings - 1}], got values in [{low}, {high}]")
         return ids
 
     def embedding(self, weight, ids):
@@ -614,23 +747,25 @@ class EmbeddingHost:
         if not self.is_f32(weight) or weight.ndim != 2 or self.xp.asarray(ids).dtype.kind not in "iu":
             return self.glue["embedding"](weight, ids)
         weight = self.contiguous(weight)
-        ids = self._ids(ids, weight.shape[0])
+        ids = self._ids(ids, weight.shape[0], check=True)
         D = weight.shape[1]
         out = self.xp.empty(ids.shape + (D,), F32)
         if out.size:
-            self.launch_1d("embedding", "embedding_gather", out.size, (weight, ids, out, i64(ids.size), i64(D)))
+            self.launch_1d("embedding", "embedding_gather", out.size,
+                           (weight, ids, out, i64(ids.size), i64(D), i64(weight.shape[0])))
         return out
 
     def embedding_backward(self, grad, ids, num_embeddings):
         """dweight (num_embeddings, D): each grad row added to its id's row (embedding.cu, an atomic scatter-add)."""
         if not self.is_f32(grad) or grad.ndim < 1 or self.xp.asarray(ids).dtype.kind not in "iu":
             return self.glue["embedding_backward"](grad, ids, num_embeddings)
-        ids = self._ids(ids, num_embeddings)
+        ids = self._ids(ids, num_embeddings, check=False)
         D = grad.shape[-1]
         grad = self.contiguous(grad)
         dweight = self.xp.zeros((num_embeddings, D), F32)
         if grad.size:
-            self.launch_1d("embedding", "embedding_scatter_add", grad.size, (grad, ids, dweight, i64(ids.size), i64(D)))
+            self.launch_1d("embedding", "embedding_scatter_add", grad.size,
+                           (grad, ids, dweight, i64(ids.size), i64(D), i64(num_embeddings)))
         return dweight
 
     def scatter_add(self, shape, axis, index, values):
@@ -766,6 +901,33 @@ def kernel_headers():
     return headers
 
 
+INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[^\n]*$', re.M)
+
+
+def module_source(name):
+    """csrc/cuda/<name>.cu with its local headers pasted in place of their #include lines: the source
+    the "cuda" device gives cupy.RawModule.
+
+    CuPy caches a compiled module by a hash of its source string and options, not of the files
+    that source includes; pasted in, an edited block_reduce.cuh is a new source and so a new
+    compile, never a stale cubin. Each header is pasted once (they are #pragma once).
+    """
+    headers = kernel_headers()
+    pasted = set()
+
+    def paste(match):
+        header = match[1]
+        if header not in headers:  # not ours (NVRTC's own headers): leave the line alone
+            return match[0]
+        if header in pasted:
+            return f"// {header}: pasted above"
+        pasted.add(header)
+        body = INCLUDE.sub(paste, headers[header].read_text().replace("#pragma once", ""))
+        return f"// ---- {header} (pasted by module_source)\n{body}\n// ---- end of {header}"
+
+    return INCLUDE.sub(paste, (CUDA_DIR / f"{name}.cu").read_text())
+
+
 def nvrtc_compile(path, arch="sm_80"):
     """Compile one .cu file to a cubin for ``arch`` with NVRTC: no GPU and no driver needed.
 
@@ -797,41 +959,125 @@ def emu_backend():
     return CudaKernels("emu", np, emu.load_module, max_blocks=2).namespace()
 
 
+# The extras of pyproject.toml, by the CUDA major version CuPy was built for, and the oldest driver
+# branch that runs that major version (CUDA's minor-version compatibility: any 12.x on R525+).
+CUDA_EXTRAS = {12: ("cuda12", "cupy-cuda12x", 525), 13: ("cuda13", "cupy-cuda13x", 580)}
+INSTALL_HINT = ("pip install -e \".[cuda12]\" (NVIDIA driver R525 or newer) or "
+                "pip install -e \".[cuda13]\" (driver R580 or newer); `nvidia-smi` shows the driver")
+
+
 def import_cupy():
     """The cupy module, or an ImportError that says how to install it (or to use device='emu')."""
     try:
         import cupy
     except ImportError as e:
-        raise ImportError("the 'cuda' device needs CuPy: install with `pip install -e .[cuda]` "
-                          "(or use device='emu' to run the CUDA kernels on the CPU)") from e
+        raise ImportError(f"the 'cuda' device needs CuPy: {INSTALL_HINT}; the plain `pip install -e .[cuda]` "
+                          f"is the cuda13 one (or use device='emu' to run the CUDA kernels on the CPU)") from e
     return cupy
 
 
-def gpu_count():
-    """How many CUDA devices CuPy sees (0 without CuPy, a driver or a GPU)."""
+def _cuda_version(v):
+    """CUDA's integer version (12040) as "12.4"."""
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+_launch_checked = set()   # the devices on which the probe kernel below has run once
+
+
+def cuda_unavailable_reason():
+    """Why the "cuda" device cannot run here, in one sentence with the fix; None when it can.
+
+    Checked in the order things break on a learner's machine: CuPy importable; an NVIDIA
+    driver (libcuda) loaded; the driver new enough for the CUDA major version CuPy was built
+    for; NVRTC present and of that major version; a GPU visible; a tiny NVRTC-compiled kernel
+    launching on it (this catches a driver too old for NVRTC's output). gpu_count() is 0
+    exactly when this is not None; MINIDL_REQUIRE_GPU=1 makes the tests fail with it.
+    """
     try:
         cupy = import_cupy()
-        return cupy.cuda.runtime.getDeviceCount()
-    except Exception:
+    except ImportError as e:
+        return f"CuPy is not importable ({e.__cause__ or e}): {INSTALL_HINT}"
+    runtime = cupy.cuda.runtime
+    try:
+        toolkit = runtime.runtimeGetVersion()          # the CUDA CuPy was built for (its wheel: cupy-cuda12x/13x)
+    except Exception as e:                              # noqa: BLE001 - any failure here is the reason
+        return f"CuPy {cupy.__version__} cannot load the CUDA runtime ({type(e).__name__}: {e}): {INSTALL_HINT}"
+    major = toolkit // 1000
+    extra, wheel, branch = CUDA_EXTRAS.get(major, (f"cuda{major}", f"cupy-cuda{major}x", None))
+    try:
+        driver = runtime.driverGetVersion()            # the newest CUDA the driver runs; 0 without libcuda
+    except Exception:                                   # noqa: BLE001
+        driver = 0
+    if driver == 0:
+        return (f"no NVIDIA driver found (libcuda.so is not loaded; `nvidia-smi` fails on a machine without one), "
+                f"so no GPU can run; CuPy {cupy.__version__} ({wheel}) is built for CUDA {_cuda_version(toolkit)}")
+    if driver // 1000 < major:
+        newer = next((e for m, (e, _, b) in sorted(CUDA_EXTRAS.items()) if m <= driver // 1000), None)
+        fix = (f"pip install -e \".[{newer}]\" (CuPy for CUDA {driver // 1000}), or update the driver" if newer
+               else "update the NVIDIA driver (R525 or newer runs the cuda12 extra)")
+        return (f"the NVIDIA driver runs CUDA up to {_cuda_version(driver)}, but CuPy {cupy.__version__} ({wheel}) is "
+                f"built for CUDA {_cuda_version(toolkit)}, which needs driver R{branch or '?'} or newer: {fix}")
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc_major, nvrtc_minor = nvrtc.getVersion()
+    except Exception as e:                              # noqa: BLE001
+        return (f"NVRTC (CUDA's run-time compiler, which builds csrc/cuda/*.cu) is not loadable ({type(e).__name__}: "
+                f"{e}): pip install -e \".[{extra}]\" installs it")
+    if nvrtc_major != major:
+        return (f"NVRTC {nvrtc_major}.{nvrtc_minor} does not match CuPy's CUDA {_cuda_version(toolkit)} ({wheel}): "
+                f"pip install -e \".[{extra}]\" installs the matching one")
+    try:
+        count = runtime.getDeviceCount()
+    except Exception as e:                              # noqa: BLE001
+        return f"the CUDA runtime finds no usable GPU ({type(e).__name__}: {e})"
+    if count == 0:
+        import os
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return ("the NVIDIA driver sees no GPU" +
+                (f" (CUDA_VISIBLE_DEVICES={visible!r} hides them)" if visible is not None else ""))
+    device = runtime.getDevice()
+    if device not in _launch_checked:
+        try:
+            probe = cupy.RawKernel(r'extern "C" __global__ void minidl_probe(float* x) { x[threadIdx.x] += 1.0f; }',
+                                   "minidl_probe")
+            x = cupy.zeros(32, dtype=cupy.float32)
+            probe((1,), (32,), (x,))
+            if float(x.sum()) != 32.0:
+                return "a probe kernel compiled by NVRTC ran on the GPU but computed a wrong result"
+        except Exception as e:                          # noqa: BLE001
+            return (f"a probe kernel compiled by NVRTC {nvrtc_major}.{nvrtc_minor} does not run on GPU {device} "
+                    f"(driver for CUDA {_cuda_version(driver)}): {type(e).__name__}: {e}")
+        _launch_checked.add(device)
+    return None
+
+
+def gpu_count():
+    """How many CUDA devices the "cuda" device can use: 0 without CuPy, a driver, NVRTC or a GPU
+    (``cuda_unavailable_reason()`` says which)."""
+    if cuda_unavailable_reason() is not None:
         return 0
+    return import_cupy().cuda.runtime.getDeviceCount()
 
 
 def cuda_backend():
     """The "cuda" device: CuPy arrays on the current GPU, the kernels compiled by NVRTC."""
     cupy = import_cupy()
-    if gpu_count() == 0:
-        raise RuntimeError("no CUDA device found (CuPy sees no GPU, or no NVIDIA driver is installed); "
-                           "use device='cpu', or device='emu' to run the CUDA kernels on the CPU")
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"no CUDA device found: {reason}. Use device='cpu', or device='emu' to run the CUDA "
+                           f"kernels on the CPU")
+    import os
+    if os.environ.get("MINIDL_CUPY_POOL", "1") == "0":
+        # every array its own cudaMalloc: compute-sanitizer's memcheck then sees each one's bounds
+        # (a pool hands out slices of big blocks, where reading past an array's end goes unnoticed)
+        cupy.cuda.set_allocator(None)
+        cupy.cuda.set_pinned_memory_allocator(None)
     modules = {}
 
     def load_module(name):
         if name not in modules:
-            source = (CUDA_DIR / f"{name}.cu").read_text()
-            # CuPy caches compiled modules by their source: name the headers' contents in it too, so
-            # that a changed header is a new module.
-            digest = hashlib.sha256(b"".join(h.read_bytes() for h in kernel_headers().values())).hexdigest()[:16]
-            modules[name] = cupy.RawModule(code=f"{source}\n// headers {digest}\n",
-                                           options=("-std=c++17", f"-I{CUDA_DIR}"))
+            # the headers pasted in: CuPy's cache keys on this string, so an edited header is a new module
+            modules[name] = cupy.RawModule(code=module_source(name), options=("-std=c++17", f"-I{CUDA_DIR}"))
         return modules[name]
 
     sm_count = cupy.cuda.Device().attributes["MultiProcessorCount"]

@@ -101,6 +101,24 @@ class TrainEvalCallback(Callback):
             self.learn.train_iter += 1
 
 
+def on_host(t):
+    """True when reading a tensor's value costs nothing: its array is a numpy array ("cpu", "emu")."""
+    return isinstance(t.data, np.ndarray)
+
+
+def read_numbers(tensors):
+    """The values of one-value tensors as Python floats, all read at once.
+
+    Reading a GPU tensor waits until everything queued before it has run, so reading each batch's
+    loss every batch would keep the GPU from running ahead of Python: losses are kept on the device
+    (detached) and read together, once per epoch or when someone asks (lr_find, every batch).
+    """
+    if all(on_host(t) for t in tensors):
+        return [float(t.data.reshape(())) for t in tensors]
+    from ..ops.shape import stack
+    return [float(v) for v in stack([t.reshape(()) for t in tensors]).numpy().tolist()]
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or infinite (see TerminateOnNaN)."""
 
@@ -112,28 +130,51 @@ class TerminateOnNaN(Callback):
     prints ``nan`` while nothing is learned. The Learner adds this callback by default
     (``learn.terminate_on_nan``); ``learn.remove_cbs(learn.terminate_on_nan)`` turns it off.
     The error names the stage, epoch and batch, the last finite training loss, and what to try.
+    On a GPU reading a loss waits for the GPU to drain its queue, so there the losses are
+    read in groups of ``device_every`` batches (and at each epoch's end): a NaN is then caught
+    up to that many batches late, and the error says which batch it first appeared in.
     """
     order = 70  # after the lr finder (60), which ends its sweep at a non-finite loss instead
     name = "terminate_on_nan"  # (the rule in Callback.name would make it terminate_on_na_n)
+    device_every = 16
+
+    def __init__(self):
+        self.last_finite, self.pending = None, []
 
     def before_fit(self):
         """Forget the last finite loss of an earlier fit."""
-        self.last_finite = None
+        self.last_finite, self.pending = None, []
 
     def after_loss(self):
-        """Raise NonFiniteLossError if this batch's loss is not a finite number."""
-        loss = self.loss.item()
-        if math.isfinite(loss):
-            if self.training:
-                self.last_finite = (self.epoch, self.iter, loss)
-            return
-        stage = "training" if self.training else "validation"
+        """Raise NonFiniteLossError if this batch's loss is not a finite number (on a GPU: if one of the last
+        device_every batches' losses was not)."""
+        self.pending.append((self.training, self.epoch, self.iter, self.loss.detach()))
+        if on_host(self.loss) or len(self.pending) >= self.device_every or self.iter + 1 >= len(self.dl):
+            self._check()
+
+    def after_epoch(self):
+        """Check the losses still unread (after a cancelled batch or stage)."""
+        self._check()
+
+    def _check(self):
+        pending, self.pending = self.pending, []
+        for (training, epoch, i, _), loss in zip(pending, read_numbers([p[3] for p in pending])):
+            if not math.isfinite(loss):
+                self._stop(training, epoch, i, loss, late=(training, epoch, i) != (self.training, self.epoch, self.iter))
+            if training:
+                self.last_finite = (epoch, i, loss)
+
+    def _stop(self, training, epoch, i, loss, late):
+        stage = "training" if training else "validation"
         last = ("no finite training loss was seen in this fit" if self.last_finite is None else
                 "the last finite training loss was {2:.6g} (epoch {0}, batch {1})".format(*self.last_finite))
         lr = f"it is {self.opt.param_groups[-1]['lr']:.3g} now; " if self.opt is not None else ""
+        stopped = (f"Training stopped at batch {self.iter} of epoch {self.epoch} (on a GPU the losses are read "
+                   f"every {self.device_every} batches)." if late else
+                   "Training stopped before this batch's backward pass and step.")
         raise NonFiniteLossError(
-            f"{type(self.learn).__name__}: the {stage} loss is {loss} at epoch {self.epoch}, batch {self.iter} "
-            f"(of {len(self.dl)}); {last}. Training stopped before this batch's backward pass and step."
+            f"{type(self.learn).__name__}: the {stage} loss is {loss} at epoch {epoch}, batch {i} "
+            f"(of {len(self.dl)}); {last}. {stopped}"
             f"\nTry: a lower learning rate ({lr}learn.lr_find() suggests one), inputs and "
             f"targets without NaN or inf (check the data), a loss that suits the targets. To train on "
             f"regardless: learn.remove_cbs(learn.terminate_on_nan).")

@@ -37,14 +37,16 @@ class AvgMetric(Metric):
         self.total, self.count = 0.0, 0
 
     def accumulate(self, preds, targets):
-        """total += fn(preds, targets) * n, count += n, n the batch size: value = total / count is the per-item mean."""
+        """total += fn(preds, targets) * n, count += n, n the batch size: value = total / count is the per-item mean.
+        The total stays where fn's result is (on a GPU: no copy to the host per batch), read once by ``value``."""
         n = len(targets)
-        self.total += float(self.fn(preds, targets)) * n
+        v = self.fn(preds, targets)
+        self.total = self.total + (v.detach() if hasattr(v, "detach") else float(v)) * n
         self.count += n
 
     @property
     def value(self):
-        return self.total / self.count if self.count else None
+        return float(self.total) / self.count if self.count else None
 
 
 class AccumMetric(Metric):

@@ -3,13 +3,16 @@
 Per training batch: the loss, its smoothed value, the learning rate and momentum.
 Per epoch: train_loss (the smoothed loss at the end of the epoch, as fastai shows),
 valid_loss (the mean over the validation set), each metric, and the wall time.
+The batches' losses stay on the model's device until they are needed (each epoch's end, or
+whoever reads ``losses`` / ``smooth_losses``, as lr_find does every batch): on a GPU, reading
+a number waits for all the work queued before it, so reading one per batch would stall it.
 """
 import math
 import os
 import sys
 import time
 
-from .callback import Callback
+from .callback import Callback, read_numbers
 from .metrics import as_metric
 
 
@@ -22,7 +25,29 @@ class Recorder(Callback):
 
     def __init__(self, metrics=()):
         self.metrics = [as_metric(m) for m in metrics]
-        self.lrs, self.moms, self.losses, self.smooth_losses, self.values = [], [], [], [], []
+        self.lrs, self.moms, self._losses, self._smooth_losses, self.values = [], [], [], [], []
+        self._unread = []  # training losses (detached tensors) not yet read as numbers
+
+    @property
+    def losses(self):
+        """Each training batch's loss, as Python floats."""
+        self._read_losses()
+        return self._losses
+
+    @property
+    def smooth_losses(self):
+        """Each training batch's smoothed loss, as Python floats."""
+        self._read_losses()
+        return self._smooth_losses
+
+    def _read_losses(self):
+        """Read the unread training losses, all at once, and extend the smoothed curve with them."""
+        unread, self._unread = self._unread, []
+        for loss in read_numbers(unread):
+            self._losses.append(loss)
+            self._count += 1
+            self._average = self.beta * self._average + (1 - self.beta) * loss
+            self._smooth_losses.append(self._average / (1 - self.beta ** self._count))
 
     @property
     def metric_names(self):
@@ -35,8 +60,8 @@ class Recorder(Callback):
 
     def before_fit(self):
         """Start empty lists of losses, rates and epoch rows, and restart the loss smoothing."""
-        self.lrs, self.moms, self.losses, self.smooth_losses, self.values = [], [], [], [], []
-        self._average, self._count = 0.0, 0
+        self.lrs, self.moms, self._losses, self._smooth_losses, self.values = [], [], [], [], []
+        self._unread, self._average, self._count = [], 0.0, 0
         self.valid_values = [None] * (1 + len(self.metrics))
 
     def before_epoch(self):
@@ -54,30 +79,28 @@ class Recorder(Callback):
             self._record_valid_batch()
 
     def _record_train_batch(self):
-        loss = self.loss.item()
-        self.losses.append(loss)
-        self._count += 1
-        self._average = self.beta * self._average + (1 - self.beta) * loss
-        self.smooth_losses.append(self._average / (1 - self.beta ** self._count))
+        self._unread.append(self.loss.detach())  # read later (losses, smooth_losses), with the others
         self.lrs.append(self.opt.param_groups[-1]["lr"])
         self.moms.append(self.opt.param_groups[-1].get("mom"))
 
     def before_validate(self):
         """Zero the validation loss sum and reset every metric."""
-        self._valid_total, self._valid_count = 0.0, 0
+        self._valid_losses, self._valid_count = [], 0
         for m in self.metrics:
             m.reset()
 
     def _record_valid_batch(self):
         n = len(self.yb[0])
-        self._valid_total += self.loss.item() * n
+        self._valid_losses.append((self.loss.detach(), n))  # read together in after_validate
         self._valid_count += n
         for m in self.metrics:
             m.accumulate(self.pred, *self.yb)
 
     def after_validate(self):
         """valid_loss = sum of batch loss * batch size / items seen, and each metric's value."""
-        valid_loss = self._valid_total / self._valid_count if self._valid_count else None
+        losses = read_numbers([loss for loss, _ in self._valid_losses])
+        valid_total = sum(loss * n for loss, (_, n) in zip(losses, self._valid_losses))
+        valid_loss = valid_total / self._valid_count if self._valid_count else None
         self.valid_values = [valid_loss] + [m.value for m in self.metrics]
 
     def after_epoch(self):
