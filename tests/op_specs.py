@@ -484,7 +484,7 @@ def _bn_eval():
                 ("params", data.draw(ACTIVATION))]
 
     def call(m, F, x, w, b, stats, activation):
-        rm, rv = (m.tensor(s, dtype=x.dtype) for s in stats)
+        rm, rv = (m.tensor(s, dtype=x.dtype, device=x.device) for s in stats)
         return batch_norm_then(m, F, activation, x, rm, rv, w * 4, b * 4 + 3, training=False)
     return call, draw
 
@@ -525,13 +525,50 @@ def _lstm():
 
 SPECS_BY_NAME = {s.name: s for s in SPECS}
 
+# Which csrc/cuda files' kernels each op launches in float32 on "cuda" and "emu", forward and backward
+# ("reduce" stands for reduce.cu and partials.cu, its two-pass form for long rows); () = glue only:
+# numpy_ref's function run by the device's array module (CuPy on "cuda"). float64 is glue for every
+# op (the kernels are float32). tests/test_device_ops.py checks this against the kernels each op
+# launches, and the README's op table shows it.
+EW, RED = "elementwise", "reduce"
+DEVICE_KERNELS = {
+    **{name: (EW, RED) for name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum")},  # RED: broadcast grads
+    **{name: (EW,) for name in ("pow (scalar exponent)", "neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid",
+                                "relu", "relu6", "leaky_relu", "gelu", "gelu (tanh)")},
+    "clamp": (), "clamp (min only)": (),
+    "where": (RED,),
+    "sum": (RED,), "mean": (EW, RED), "var": (EW, RED), "amax": (EW, RED),
+    "max": (), "min": (),  # the glue's argmax / argmin, then a gather
+    "softmax": (EW, RED, "softmax"), "log_softmax": (EW, RED, "softmax"), "logsumexp": (EW, "softmax"),
+    "matmul": ("matmul", RED), "matmul (1-D operands)": ("matmul",), "linear": (EW, "matmul", RED),
+    # shapes and indexing: glue (the elementwise and reduce kernels their specs' `* 2` and `+` run are not
+    # theirs); expand's backward sums over the expanded axes
+    **{name: () for name in ("reshape", "permute / transpose", "squeeze / unsqueeze", "flatten", "split", "pad",
+                             "getitem (int arrays, repeats)", "getitem (bool mask)", "getitem (ints, slices, None)",
+                             "cat", "stack", "gather")},
+    "expand": (RED,),
+    "embedding": ("embedding",),
+    **{name: (EW, RED, "softmax") for name in ("cross_entropy", "cross_entropy (label smoothing)", "nll_loss")},
+    **{name: (EW, RED) for name in ("mse_loss", "l1_loss", "binary_cross_entropy_with_logits")},
+    "conv2d": ("conv", EW, "matmul", RED), "conv2d (depthwise)": ("conv",),
+    "max_pool2d": ("pool",), "avg_pool2d": ("pool",), "adaptive_avg_pool2d": (),
+    "interpolate (nearest)": ("resize",), "interpolate (bilinear)": ("resize",),
+    "pixel_shuffle": (), "pixel_unshuffle": (),
+    "batch_norm (training)": ("batchnorm", EW, RED), "batch_norm (eval)": ("batchnorm", EW, RED),
+    "dropout": (EW,),
+    "lstm": ("lstm", EW, "matmul", RED),
+}
+
 
 def markdown_table():
     """The README's op table."""
-    lines = ["| op | group | gradcheck (float64, hypothesis) | PyTorch parity | notes |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| op | group | gradcheck (float64, hypothesis) | PyTorch parity "
+             "| cuda / emu in float32: csrc/cuda kernels (glue: CuPy's / numpy's routines; float64: glue) "
+             "| notes |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for s in SPECS:
-        lines.append(f"| `{s.name}` | {s.group} | yes | {'yes' if s.torch else 'n/a'} | {s.notes} |")
+        kernels = ", ".join(f"{k}.cu" for k in DEVICE_KERNELS[s.name]) or "glue"
+        lines.append(f"| `{s.name}` | {s.group} | yes | {'yes' if s.torch else 'n/a'} | {kernels} | {s.notes} |")
     return "\n".join(lines)
 
 
