@@ -211,25 +211,41 @@ def awd_lstm_section(data, how):
     return lines, f"AWD-LSTM LM: {'met' if ok else 'NOT met'} (minidl / torch {ratio:.2f})"
 
 
+GPU_HOW_TO = ("No GPU run has been recorded yet: this project's machines have none, so every CUDA kernel has "
+              "so far run only compiled by NVRTC and on the 'emu' device. On a machine with an NVIDIA GPU: "
+              "`make gpu-check` (the driver and CUDA versions, the GPU tests with MINIDL_REQUIRE_GPU=1, "
+              "compute-sanitizer, this benchmark and three examples on cuda; under 10 minutes; writes "
+              "benchmarks/gpu_report.md), then `make bench` to fill this section")
+
+
 def gpu_section(data, how):
-    """Markdown for bench_gpu's JSON: its tables with the device named, or one line saying it was skipped."""
+    """Markdown for bench_gpu's JSON: its tables with the device named, or why it did not run and how to run it."""
     if data.get("device") is None:
         return ["## GPU", "",
-                f"**Skipped: no GPU visible** on this machine ({data['skipped']}). {how}. "
-                "On a machine with a CUDA GPU this section holds minidl's CUDA kernels against cuBLAS and "
-                "PyTorch, with the device named.", ""]
-    matmul = [[str(r["n"]), f"{r['naive']:.0f}", f"{r['tiled']:.0f}", f"{r['cublas']:.0f}", num(r.get("torch"), ".0f"),
-               f"{r['tiled'] / r['cublas']:.2f}"] for r in data["matmul"]]
-    ops = [[r["op"], f"{r['minidl_ms']:.3f}", num(r.get("minidl_gflops"), ".0f"), num(r.get("torch_ms"), ".3f"),
-            num(r["torch_ms"] / r["minidl_ms"] if "torch_ms" in r else None, ".2f")] for r in data["ops"]]
-    step = data["train_step"]
+                f"**Not run on a GPU yet.** Skipped here: {data['skipped']}. {how}.", "",
+                f"{GPU_HOW_TO}: it then holds minidl's CUDA kernels, each checked against the numpy reference "
+                f"before it is timed, forward and backward, against cuBLAS and PyTorch (TF32 off), GB/s for the "
+                f"memory-bound ones, and the training steps of a small CNN and of EfficientNet-Lite0.", ""]
+    matmul = [["x".join(map(str, r["shape"])), num(r.get("naive"), ".0f"), num(r.get("tiled"), ".0f"),
+               f"{r['cublas']:.0f}", num(r.get("torch"), ".0f"),
+               num(r["tiled"] / r["cublas"] if r.get("tiled") else None, ".2f"), r["status"]] for r in data["matmul"]]
+    ops = [[f"{r['op']}, {r['direction']}", num(r.get("minidl_ms"), ".3f"), num(r.get("minidl_gflops"), ".0f"),
+            num(r.get("minidl_gbs"), ".0f"), num(r.get("torch_ms"), ".3f"),
+            num(r["torch_ms"] / r["minidl_ms"] if r.get("torch_ms") and r.get("minidl_ms") else None, ".2f"),
+            r["status"]] for r in data["ops"]]
+    steps = [[r["model"], f"{r['batch']}, {r['side']}x{r['side']}", f"{r['minidl_ms']:.2f}", num(r.get("torch_ms"), ".2f"),
+              num(r["torch_ms"] / r["minidl_ms"] if r.get("torch_ms") else None, ".2f")] for r in data["train_steps"]]
+    failed = data.get("failed") or []
     return [f"## GPU: {data['device']}", "",
-            f"{how}. GPU time per call from CUDA events, median after a warm-up.", "",
-            "Square float32 matmul, GFLOP/s:", "",
-            markdown(["n", "minidl naive", "minidl tiled", "cuBLAS (CuPy)", "torch", "tiled / cuBLAS"], matmul), "",
-            markdown(["op", "minidl ms", "minidl GFLOP/s", "torch ms", "torch / minidl"], ops), "",
-            f"Training step of a small CNN (batch 64, 64x64, SGD with momentum): minidl {step['minidl_ms']:.2f} ms, "
-            f"torch {num(step.get('torch_ms'), '.2f')} ms.", ""]
+            f"{how}. GPU time per call from CUDA events, median after a warm-up; every kernel checked against "
+            f"the numpy reference first (a failure is marked and not timed); PyTorch with TF32 off.", "",
+            "float32 matmul, GFLOP/s:", "",
+            markdown(["M x K x N", "minidl naive", "minidl tiled", "cuBLAS (CuPy)", "torch", "tiled / cuBLAS",
+                      "check"], matmul), "",
+            markdown(["op", "minidl ms", "GFLOP/s", "GB/s", "torch ms", "torch / minidl", "check"], ops), "",
+            "Training step (forward, cross-entropy, backward, SGD with momentum), ms:", "",
+            markdown(["model", "batch, size", "minidl", "torch", "torch / minidl"], steps), "",
+            *([f"**FAILED** (not timed): {'; '.join(failed)}", ""] if failed else [])]
 
 
 def notes_section(folder):

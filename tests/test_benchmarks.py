@@ -81,7 +81,7 @@ def test_results_md_and_figures_are_written(tmp_path, matmul, train_step):
     assert "no size >= 256" in text                                   # tiny sizes: no verdict is claimed
     assert "## Training step" in text and "Not met** on 1 of 2: small CNN" in text
     assert "adam_step [C++]" in text or "embedding_backward [C++]" in text
-    assert "**Skipped: no GPU visible**" in text
+    assert "**Not run on a GPU yet.**" in text
 
 
 @pytest.mark.skipif(gpu_count() > 0, reason="a GPU is visible: the benchmark would run for real")
@@ -90,19 +90,27 @@ def test_without_a_gpu_the_section_says_it_was_skipped(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["device"] is None
     text = "\n".join(report.gpu_section(data, "`bench_gpu --json`"))
-    assert text.startswith("## GPU\n") and "Skipped: no GPU visible" in text and data["skipped"] in text
+    assert text.startswith("## GPU\n") and "Not run on a GPU yet" in text and data["skipped"] in text
+    assert "make gpu-check" in text
 
 
 def test_gpu_section_names_the_device():
     data = {"device": "NVIDIA Test GPU",
-            "matmul": [{"n": 1024, "naive": 500.0, "tiled": 4000.0, "cublas": 20000.0, "torch": 21000.0}],
-            "ops": [{"op": "softmax 4096x1000", "minidl_ms": 0.1}],                 # torch absent: n/a
-            "train_step": {"minidl_ms": 5.0, "torch_ms": 2.0}}
+            "matmul": [{"shape": [1000, 777, 513], "naive": 500.0, "tiled": 4000.0, "cublas": 20000.0,
+                        "torch": 21000.0, "status": "ok"},
+                       {"shape": [64, 64, 64], "naive": 50.0, "tiled": None, "cublas": 90.0,
+                        "status": "tiled: FAILED: max error 1.0e+00 of the largest value"}],
+            "ops": [{"op": "softmax", "direction": "forward", "status": "ok", "minidl_ms": 0.1,
+                     "minidl_gbs": 320.0}],                                              # torch absent: n/a
+            "train_steps": [{"model": "lite0", "batch": 64, "side": 224, "minidl_ms": 5.0, "torch_ms": 2.0}],
+            "failed": ["matmul 64x64x64: tiled: FAILED: max error 1.0e+00 of the largest value"]}
     text = "\n".join(report.gpu_section(data, "`bench_gpu`"))
-    assert "## GPU: NVIDIA Test GPU" in text
-    assert "| 1024 | 500 | 4000 | 20000 | 21000 | 0.20 |" in text
-    assert "| softmax 4096x1000 | 0.100 | n/a | n/a | n/a |" in text
-    assert "minidl 5.00 ms, torch 2.00 ms" in text
+    assert "## GPU: NVIDIA Test GPU" in text and "TF32 off" in text
+    assert "| 1000x777x513 | 500 | 4000 | 20000 | 21000 | 0.20 | ok |" in text
+    assert "| 64x64x64 | 50 | n/a | 90 | n/a | n/a | tiled: FAILED" in text
+    assert "| softmax, forward | 0.100 | n/a | 320 | n/a | n/a | ok |" in text
+    assert "| lite0 | 64, 224x224 | 5.00 | 2.00 | 0.40 |" in text
+    assert "**FAILED** (not timed): matmul 64x64x64" in text
 
 
 PROFILE = "wall 812.0 ms; ops 700.1 ms, of which kernels 650.3 ms and Python overhead 49.8 ms; all kernels 760.0 ms"
