@@ -16,6 +16,8 @@ Three details make it correct in general, and each lives in exactly one place he
   * broadcasting is undone: a gradient is summed back to its input's shape (unbroadcast);
   * in-place changes are caught: a saved array whose tensor changed since forward raises;
   * the walk is iterative, so a chain of 100,000 ops needs no recursion.
+A fourth serves data-parallel training: a leaf's .grad is written as soon as its last
+gradient has arrived, and its post-accumulate-grad hooks are told (end of this file).
 
 This file is read first: of minidl it imports only the kernels (backend), not tensor.py,
 which builds on it. It relies only on what every tensor has (``.data``, ``.device``,
@@ -233,16 +235,19 @@ def backward(root, grad=None, retain_graph=False):
             raise RuntimeError(f"backward: gradient is {tuple(grad.shape)} {grad.dtype} but the tensor is "
                                f"{tuple(root.shape)} {root.dtype}; they must match")
 
+    order = topological_order(root)
+    waiting = _gradients_awaited_by_leaves(order)
     grads = {id(root): grad}
-    for t in reversed(topological_order(root)):
+    for t in reversed(order):
         g = grads.pop(id(t), None)
         if g is None:
             continue
-        if t.grad_fn is None or t._retains_grad:
+        if t.grad_fn is None:
+            _leaf_grad_is_final(t, g)
+            continue
+        if t._retains_grad:
             t._accumulate_grad(g)
         fn = t.grad_fn
-        if fn is None:
-            continue
         input_grads = fn.backward(fn, g)
         backend = fn.backend  # each node's own backend: a graph may span devices (Tensor.to)
         if not isinstance(input_grads, tuple):
@@ -252,6 +257,7 @@ def backward(root, grad=None, retain_graph=False):
                                f"backward must return one per input (None where there is none)")
         for inp, ig in zip(fn.inputs, input_grads):
             if ig is None or not inp.requires_grad:
+                _one_less(inp, waiting, grads)
                 continue
             try:
                 ig = unbroadcast(backend, ig, inp.shape)
@@ -262,5 +268,58 @@ def backward(root, grad=None, retain_graph=False):
                 ig = backend.astype(ig, inp.dtype)
             prev = grads.get(id(inp))
             grads[id(inp)] = ig if prev is None else backend.add(prev, ig)
+            _one_less(inp, waiting, grads)
         if not retain_graph:
             fn.release()
+
+
+# ---------------------------------------------------------------- "this leaf's gradient is final"
+# A leaf (a parameter) gets one gradient from each op that used it. The walk above would add
+# them up and write .grad only when it reaches the leaf, which is near the end: leaves have no
+# inputs, so the topological order puts them last. Counting the gradients each leaf still waits
+# for lets the walk write a leaf's .grad as soon as its last one has arrived, and tell the
+# leaf's post-accumulate-grad hooks (Tensor.register_post_accumulate_grad_hook): data-parallel
+# training starts sending the last layer's gradients while backward still runs on the first
+# layers (distributed.py). Without hooks nothing changes but when .grad is written.
+
+def _gradients_awaited_by_leaves(order):
+    """{id(leaf): how many ops of the graph use it}: the gradients the leaf will receive."""
+    waiting = {}
+    for t in order:
+        if t.grad_fn is not None:
+            for i in t.grad_fn.inputs:
+                if i.grad_fn is None and i.requires_grad:
+                    waiting[id(i)] = waiting.get(id(i), 0) + 1
+    return waiting
+
+
+def _one_less(inp, waiting, grads):
+    """One more op has sent ``inp`` its gradient (or None); after the last, a leaf's gradient is final."""
+    left = waiting.get(id(inp))
+    if left is None:
+        return
+    waiting[id(inp)] = left - 1
+    if left == 1:
+        g = grads.pop(id(inp), None)
+        if g is not None:
+            _leaf_grad_is_final(inp, g)
+
+
+def _leaf_grad_is_final(leaf, g):
+    """Add ``g`` into leaf.grad, then call the leaf's post-accumulate-grad hooks with the leaf."""
+    leaf._accumulate_grad(g)
+    for hook in getattr(leaf, "_post_accumulate_grad_hooks", ()):
+        hook(leaf)
+
+
+class HookHandle:
+    """Adds ``hook`` to the list ``hooks``; ``remove()`` takes it off (twice is harmless)."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+        hooks.append(hook)
+
+    def remove(self):
+        """Take the hook off."""
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)

@@ -199,6 +199,14 @@ class Tensor:
         self._retains_grad = True
         return self
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` in every backward, as soon as this leaf's ``.grad`` is final (PyTorch's name;
+        autograd.py says when). Returns a handle whose ``remove()`` takes the hook off."""
+        if self.grad_fn is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only a leaf tensor (a parameter) has a .grad "
+                               "that backward accumulates; this one was computed by an op")
+        return autograd.HookHandle(self.__dict__.setdefault("_post_accumulate_grad_hooks", []), hook)
+
     def _accumulate_grad(self, g):
         if self.grad is None:
             self.grad = Tensor._make(self.backend.copy(g), self.device)

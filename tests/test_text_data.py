@@ -146,3 +146,30 @@ def test_missing_and_unknown_labels_are_named():
         dls.test_dl(["a good film", "a bad film", "so so"], ["pos", "neg", "meh"])
     with pytest.raises(ValueError, match="test text 1 is empty"):
         dls.test_dl(["a good film", ""])
+
+
+@pytest.mark.parametrize("make", [
+    lambda ids: LMDataLoader(ids, bs=4, seq_len=5, shuffle=True, seed=3),
+    lambda ids: TextClassLoader(ids, [k % 2 for k in range(len(ids))], bs=3, shuffle=True, seed=3),
+], ids=["language model", "classifier"])
+def test_shards_of_two_ranks_interleave_back_into_each_batch(make):
+    """Data parallel: rank r keeps rows r, r + 2, ... of every batch, the same batches on both ranks (the LM's
+    streams stay whole, so each rank carries its own rows' hidden state); a batch of one row is lent to both."""
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(2, 50, size=n) for n in rng.integers(3, 12, size=7)]
+    whole = list(make(ids))
+    parts = [list(make(ids).shard(r, 2)) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == len(whole)
+    for batch, mine, theirs in zip(whole, *parts):
+        for field, a, b in zip(batch, mine, theirs):
+            rows = field.numpy()
+            if len(rows) == 1:
+                assert np.array_equal(a.numpy(), rows) and np.array_equal(b.numpy(), rows)
+                continue
+            for part, mine in ((a.numpy(), rows[0::2]), (b.numpy(), rows[1::2])):
+                width = part.shape[-1]        # a classifier's rank pads its rows to their own longest
+                assert np.array_equal(part, mine[..., mine.shape[-1] - width:])
+                assert (mine[..., :mine.shape[-1] - width] == 1).all()          # what it left out was padding
+    assert len(list(make(ids).shard(1, 2).new())) == len(whole)        # new(): the whole set again, to predict
+    with pytest.raises(ValueError, match="rank must lie in"):
+        make(ids).shard(2, 2)

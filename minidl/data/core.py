@@ -17,8 +17,10 @@ validation loaders that a Learner fits with.
 """
 import concurrent.futures
 import numbers
+import os
 import queue
 import threading
+import warnings
 
 import numpy as np
 
@@ -156,6 +158,18 @@ def _to_tensor(host, first, field, device):
 
 # ---------------------------------------------------------------- the DataLoader
 
+def set_shard(loader, rank, world_size, seed=None):
+    """What every loader's shard() starts with: check the rank, give a shuffling loader without a seed the
+    ranks' shared ``seed`` (the same order on every rank), and record the shard."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard: rank must lie in [0, {world_size}), got {rank}")
+    if loader.shuffle and loader.seed is None:
+        if seed is None:
+            raise ValueError("shard: a shuffling loader needs the same seed on every rank; pass seed=...")
+        loader.seed = int(seed)
+    loader.rank, loader.world_size = rank, world_size
+
+
 class DataLoader:
     """Batches of a dataset, one epoch per ``for batch in loader``; each batch a tuple of Tensors.
 
@@ -198,11 +212,16 @@ class DataLoader:
         self.seed, self.device, self.collate_fn, self.prefetch = seed, device, collate_fn, int(prefetch)
         self.num_workers, self._workers = int(num_workers), None  # the thread pool starts with the first batch
         self.epoch = 0
+        self.rank, self.world_size = 0, 1  # shard(): this process's part of every batch
 
     def __len__(self):
         """The number of batches per epoch."""
         n, bs = len(self.dataset), self.batch_size
         return n // bs if self.drop_last else -(-n // bs)
+
+    def rows_in_batch(self, i):
+        """How many samples batch ``i`` holds before sharding (the last may hold fewer)."""
+        return min(self.batch_size, len(self.dataset) - i * self.batch_size)
 
     def __iter__(self):
         # Every random draw of the epoch is planned here, in the calling thread: the order,
@@ -237,6 +256,23 @@ class DataLoader:
             raise TypeError(f"new: unknown setting(s) {unknown}; a DataLoader has {sorted(settings)}")
         return type(self)(**{**settings, **changes})
 
+    def shard(self, rank, world_size, seed=None):
+        """Data parallelism: from now on, yield rank ``rank``'s part of every batch (in place; returns the loader).
+
+        Every rank draws the same order (same ``seed``: a shuffling loader without one takes ``seed``,
+        which must be the same on every rank) and cuts the same batches; rank r keeps the samples at
+        positions r, r + world_size, ... of each. So every rank has as many batches as the loader had,
+        and the parts of batch k together are batch k. A batch with fewer samples than ranks (a last
+        partial one) is padded by repeating its first sample, and a warning says so here.
+        ``new()`` gives an unsharded loader (predictions over the whole set).
+        """
+        set_shard(self, rank, world_size, seed)
+        last = len(self.dataset) % self.batch_size
+        if world_size > 1 and not self.drop_last and 0 < last < world_size:
+            warnings.warn(f"shard: the last batch has {last} sample(s) for {world_size} ranks; the ranks without one "
+                          f"repeat its first sample", stacklevel=2)
+        return self
+
     def to(self, device):
         """Make later batches land on ``device`` (in place; returns the loader)."""
         get_backend(device)
@@ -261,15 +297,18 @@ class DataLoader:
         else:
             rng = np.random.default_rng([self.seed, self.epoch]) if self.seed is not None else _random.generator()
             order = rng.permutation(n)
-        return [order[start:start + bs] for start in range(0, len(self) * bs, bs)]
+        batches = [order[start:start + bs] for start in range(0, len(self) * bs, bs)]
+        if self.world_size > 1:  # shard(): this rank's part of each batch, never empty
+            batches = [b[self.rank::self.world_size] if len(b) > self.rank else b[:1] for b in batches]
+        return batches
 
     def _data_generator(self):
         """This epoch's generator for the dataset's own random draws (augmentations).
 
         Only a shuffling (training) loader without a seed draws it from minidl's generator;
         the others use a fixed one, so iterating a validation set changes no later draw."""
-        if self.seed is not None:
-            return np.random.default_rng([self.seed, self.epoch, 1])
+        if self.seed is not None:  # (each rank of a sharded loader augments its part with draws of its own)
+            return np.random.default_rng([self.seed, self.epoch, 1] + ([self.rank] if self.world_size > 1 else []))
         if self.shuffle:
             return np.random.default_rng(_random.generator().integers(2 ** 63))
         return np.random.default_rng(0)
@@ -414,3 +453,16 @@ class DataLoaders:
 
     def __repr__(self):
         return f"DataLoaders(train={self.train!r}, valid={self.valid!r})"
+
+
+def decode_workers(device, cpu_count=None):
+    """How many threads should decode samples (``num_workers``) for batches bound for ``device``.
+
+    On the CPU (and on "emu", whose kernels also run on the CPU) the decoders share the cores
+    with the kernels, so two is enough to keep a batch ready. A GPU computes elsewhere and
+    would wait for images: give decoding every core but one (at most 16).
+    """
+    cores = cpu_count or os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(2, min(16, cores - 1))
+    return 2

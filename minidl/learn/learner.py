@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from .. import random
+from .. import distributed, random
 from ..autograd import no_grad
 from ..data import collate
 from ..io import CheckpointError, load_checkpoint, save_checkpoint
@@ -211,6 +211,11 @@ class Learner:
         self.unfreeze()
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
+    def to_distributed(self, sync_bn=False, bucket_mb=4.0):
+        """Train data-parallel over the ranks mpirun started (learn/distributed.py); returns self."""
+        from .distributed import to_distributed
+        return to_distributed(self, sync_bn, bucket_mb)
+
     # ---------------------------------------------------------------- optimizer and freezing
     def create_opt(self):
         """Build the optimizer from opt_func over the splitter's parameter groups, with weight decay wd
@@ -275,7 +280,7 @@ class Learner:
             self.show_progress = shown
             self._restore(snapshot)
         suggestions = suggest(self.recorder.lrs, self.recorder.smooth_losses, num_it)
-        if plot:
+        if plot and distributed.is_main_process():
             self.recorder.plot_lr_find(str(self.path / plot), suggestions=suggestions._asdict())
         return suggestions
 
@@ -380,11 +385,17 @@ class Learner:
     def save(self, name, with_opt=True):
         """Save model (and optimizer) state, the number of epochs done and the random state,
         atomically, to path/model_dir/name.ckpt. To resume:
-        ``learn.load(name); learn.fit_one_cycle(n, lr, start_epoch=learn.epochs_done)``."""
-        tree = {"model": {k: v.numpy() for k, v in self.model.state_dict().items()},
-                "opt": self.opt.state_dict() if with_opt and self.opt is not None else None,
-                "epochs_done": self.epochs_done, "rng": random.generator().bit_generator.state}
-        return save_checkpoint(self._checkpoint_path(name), tree)
+        ``learn.load(name); learn.fit_one_cycle(n, lr, start_epoch=learn.epochs_done)``.
+        Data parallel (to_distributed): call it on every rank; rank 0 writes, the others wait for it."""
+        path = self._checkpoint_path(name)
+        if distributed.is_main_process():  # data parallel: rank 0 writes, the others wait until it has
+            tree = {"model": {k: v.numpy() for k, v in self.model.state_dict().items()},
+                    "opt": self.opt.state_dict() if with_opt and self.opt is not None else None,
+                    "epochs_done": self.epochs_done, "rng": random.generator().bit_generator.state}
+            path = save_checkpoint(path, tree)
+        if distributed.is_initialized():
+            distributed.barrier()
+        return path
 
     def load(self, name, with_opt=True, strict=True, resume=True):
         """Load a checkpoint written by save (a clear error if it does not fit the model).

@@ -11,3 +11,4 @@ from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,
                      CrossEntropyLossFlat, L1Loss, L1LossFlat, MSELoss, MSELossFlat)
 from .module import Hook, Module, Parameter, RemovableHandle, hook_outputs  # noqa: F401
 from .rnn import LSTM  # noqa: F401
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: F401

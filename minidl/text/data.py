@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import random as _random
 from ..data import DataLoaders, RandomSplitter
+from ..data.core import set_shard
 from ..tensor import tensor
 from .core import PAD, RULES, Vocab, tokenize
 
@@ -67,7 +68,8 @@ def read_text_file(path):
 
 
 class _TextLoader:
-    """What a Learner asks of a loader beyond iterating it: its device, a copy in order, its texts."""
+    """What a Learner asks of a loader beyond iterating it: its device, a copy in order, its texts, a shard."""
+    rank, world_size = 0, 1   # data parallel (shard): this process's part of every batch
 
     @property
     def dataset(self):
@@ -85,10 +87,29 @@ class _TextLoader:
     def new(self, shuffle=False, **ignored):
         """A copy of this loader that does not shuffle (to predict on, in order)."""
         copy = object.__new__(type(self))
-        copy.__dict__.update(self.__dict__, shuffle=shuffle)
+        copy.__dict__.update(self.__dict__, shuffle=shuffle, rank=0, world_size=1)
         if hasattr(self, "sampler"):
             copy.sampler = SortedBatches(self.sampler.lengths, self.bs, shuffle)
         return copy
+
+    def shard(self, rank, world_size, seed=None):
+        """Data parallelism (as DataLoader.shard): every rank draws the same order (``seed``, the same on all
+        ranks, for a shuffling loader without one) and keeps rows rank, rank + world_size, ... of each batch."""
+        set_shard(self, rank, world_size, seed)
+        return self
+
+    def rows_in_batch(self, i):
+        """How many texts batch ``i`` holds before sharding (the last may hold fewer)."""
+        return min(self.bs, len(self.texts) - i * self.bs)
+
+    def _part(self, rows):
+        """This rank's rows of a batch (positions rank, rank + world_size, ...); a batch with fewer rows than
+        ranks lends its first row to the ranks without one."""
+        if self.world_size == 1:
+            return rows
+        if len(rows) < self.world_size:
+            rows = np.concatenate([rows, np.repeat(rows[:1], self.world_size - len(rows), axis=0)])
+        return rows[self.rank::self.world_size]
 
 
 class LMDataLoader(_TextLoader):
@@ -109,6 +130,10 @@ class LMDataLoader(_TextLoader):
     def __len__(self):
         return -(-(self.row_len - 1) // self.seq_len) if self.row_len > 1 else 0
 
+    def rows_in_batch(self, i):
+        """Every window has ``bs`` rows (streams)."""
+        return self.bs
+
     def _rng(self):
         if self.seed is not None:
             return np.random.default_rng([self.seed, self.epoch])
@@ -122,8 +147,8 @@ class LMDataLoader(_TextLoader):
     def __iter__(self):
         rng = self._rng()
         stream, row_len = self._rows(rng)
-        rows = stream[:self.bs * row_len].reshape(self.bs, row_len)
-        targets = stream[1:self.bs * row_len + 1].reshape(self.bs, row_len)
+        rows = self._part(stream[:self.bs * row_len].reshape(self.bs, row_len))   # each rank: some of the streams
+        targets = self._part(stream[1:self.bs * row_len + 1].reshape(self.bs, row_len))
         start = 0
         while start < row_len - 1:
             n = self.seq_len
@@ -186,7 +211,7 @@ class TextClassLoader(_TextLoader):
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch]) if self.seed is not None else _random.generator()
         for idx in self.sampler.batches(rng):
-            yield self.batch_of(idx)
+            yield self.batch_of(self._part(idx))
         self.epoch += 1
 
     def batch_of(self, idx):

@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from .. import distributed
 from ..autograd import no_grad
 from ..io import load_checkpoint, save_checkpoint
 from ..learn import Learner, accuracy
@@ -95,10 +96,14 @@ class TextLearner(Learner):
 
     def save_encoder(self, name):
         """Save the AWD-LSTM encoder's weights (the part a classifier reuses) to path/model_dir/name.ckpt."""
-        encoder = self._encoder()
-        return save_checkpoint(self.path / self.model_dir / f"{name}.ckpt",
-                               {"encoder": {k: v.numpy() for k, v in encoder.state_dict().items()},
-                                "vocab": list(self.dls.vocab.itos)})
+        path = self.path / self.model_dir / f"{name}.ckpt"
+        if distributed.is_main_process():  # data parallel: rank 0 writes, the others wait until it has
+            encoder = self._encoder()
+            path = save_checkpoint(path, {"encoder": {k: v.numpy() for k, v in encoder.state_dict().items()},
+                                          "vocab": list(self.dls.vocab.itos)})
+        if distributed.is_initialized():
+            distributed.barrier()
+        return path
 
     def load_encoder(self, name):
         """Load an encoder saved by a language model's save_encoder (its vocabulary must be this one's), and
