@@ -24,7 +24,8 @@ weights), fine-tuned with fastai's recipe:
     learn.fine_tune(3)
 
 Prints the validation and the held-out test error rates; writes batch.png and
-confusion_matrix.png (test set) to --out.
+confusion_matrix.png (test set) to --out. --device cuda trains on a GPU (emu: the CUDA kernels
+on the CPU; quick: --n 5 --size 32 --epochs 1).
 """
 import argparse
 import gzip
@@ -39,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 import minidl
+from minidl.data import decode_workers
 from minidl.vision.all import ClassificationInterpretation, ImageDataLoaders, Resize, efficientnet_lite0, error_rate
 from minidl.vision.all import get_image_files, vision_learner
 
@@ -104,19 +106,34 @@ def main(argv=None):
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="examples/output/bytes_as_images", help="folder for pictures and PNGs")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
+    if args.distributed:  # rank 0 prints "world size: N", draws the pictures and writes the PNGs
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
+    main_rank = minidl.distributed.is_main_process()
     minidl.set_seed(args.seed)
     out = Path(args.out)
     images = out / "images"
-    if images.exists():
-        shutil.rmtree(images)   # pictures of another run (another --n or --seed) must not mix in
-    counts = make_pictures(images, args.n, args.seed)
+    if main_rank:
+        if images.exists():
+            shutil.rmtree(images)   # pictures of another run (another --n or --seed) must not mix in
+        counts = make_pictures(images, args.n, args.seed)
+    if args.distributed:
+        minidl.distributed.barrier()   # the pictures are written before any rank reads them
+        counts = minidl.distributed.all_gather_object(counts if main_rank else None)[0]
     print(f"{args.n} files of each kind {KINDS} of this Python ({sys.prefix}): {counts} pictures (train/valid/test)")
 
     dls = ImageDataLoaders.from_folder(images, train="train", valid="valid", item_tfms=Resize(args.size),
-                                       bs=args.bs, seed=args.seed)
-    dls.show_batch(str(out / "batch.png"))
+                                       bs=args.bs, seed=args.seed, device=args.device,
+                                       num_workers=decode_workers(args.device))
+    if main_rank:
+        dls.show_batch(str(out / "batch.png"))
     learn = vision_learner(dls, efficientnet_lite0, metrics=error_rate, path=out)
+    if args.distributed:
+        learn.to_distributed()
     start = time.time()
     learn.fine_tune(args.epochs)
     train_time = time.time() - start
@@ -129,7 +146,8 @@ def main(argv=None):
     print(f"test error_rate {test_error:.4f} ({len(test_files)} pictures of files never seen)")
     interp = ClassificationInterpretation.from_learner(learn, dl=test_dl)
     print(interp.confusion_matrix())
-    interp.plot_confusion_matrix(str(out / "confusion_matrix.png"))
+    if main_rank:
+        interp.plot_confusion_matrix(str(out / "confusion_matrix.png"))
     print(f"wall time: {train_time:.1f} s to train on {os.cpu_count()} CPU cores; PNGs in {out}")
     return valid_error, test_error
 

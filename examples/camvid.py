@@ -23,6 +23,7 @@ codes.txt with 32 classes of which "Void" is the void one). With none found and 
 Prints `valid pixel accuracy X` and `valid miou X` (void excluded), and per-class IoU.
   --test DIR   DIR holds test/ and testannot/ (SegNet's layout): train on train + val, as the
                published figures do, and end with `test pixel accuracy X` and `test miou X`.
+  --device cuda  train on a GPU (emu: the CUDA kernels on the CPU, slow); --limit N: N scenes a split.
 Writes batch.png and results.png (photo / truth / prediction) to --out.
 """
 import argparse
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import minidl
+from minidl.data import decode_workers
 from minidl.data.external import DataNotFoundError, find_data
 from minidl.learn import JaccardCoeffMulti, PixelAccuracy
 from minidl.nn import CrossEntropyLossFlat
@@ -129,7 +131,16 @@ def main(argv=None):
     parser.add_argument("--last-cross", action="store_true", help="end with fastai's block at full size")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="examples/output/camvid", help="folder for the PNGs")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads decoding the scenes (default: 2 on the CPU, most cores for a GPU)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
+    if args.distributed:  # rank 0 prints "world size: N" and writes the PNGs; the other ranks stay quiet
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
+    main_rank = minidl.distributed.is_main_process()
     try:
         folder = find_data("camvid", args.data, download=args.download)
     except DataNotFoundError as e:
@@ -149,18 +160,23 @@ def main(argv=None):
     dls = SegmentationDataLoaders.from_label_func(
         folder, train + valid, label_func, codes=codes, bs=args.bs, seed=args.seed,
         splits=(np.arange(len(train)), np.arange(len(train), len(train) + len(valid))),
-        item_tfms=Resize(size, method="squish"), batch_tfms=[AffineAugment(max_rotate=0, max_zoom=1.0)])
+        item_tfms=Resize(size, method="squish"), batch_tfms=[AffineAugment(max_rotate=0, max_zoom=1.0)],
+        device=args.device, num_workers=args.workers or decode_workers(args.device))
     print(f"data: {folder}, {len(train)} training and {len(valid)} {'test' if args.test else 'validation'} scenes, "
-          f"{len(codes)} codes (void: {void_name or 'none'}), {size[0]}x{size[1]} px")
-    dls.show_batch(os.path.join(args.out, "batch.png"))
+          f"{len(codes)} codes (void: {void_name or 'none'}), {size[0]}x{size[1]} px, on {args.device!r}")
+    if main_rank:
+        dls.show_batch(os.path.join(args.out, "batch.png"))
     learn = unet_learner(dls, ARCHS[args.arch], last_cross=args.last_cross, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=void),
                          metrics=[PixelAccuracy(ignore_index=void), JaccardCoeffMulti(ignore_index=void)],
                          path=args.out)
+    if args.distributed:
+        learn.to_distributed()
     start = time.perf_counter()
     learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
     train_time = time.perf_counter() - start
     accuracy, miou, per_class = scores(learn, dls.valid, codes, void)
-    learn.show_results(max_n=4, shuffle=False, path=os.path.join(args.out, "results.png"))
+    if main_rank:
+        learn.show_results(max_n=4, shuffle=False, path=os.path.join(args.out, "results.png"))
     print("per-class IoU: " + ", ".join(f"{c} {v:.3f}" for c, v in per_class.items() if not np.isnan(v)))
     print(f"wall time: {train_time:.1f} s to train on {os.cpu_count()} CPU cores; PNGs in {args.out}")
     split = "test" if args.test else "valid"

@@ -10,6 +10,8 @@ Then the movies with the lowest and highest bias, and a PCA map of the movie fac
     python examples/collab.py                # finds ml-latest-small (MINIDL_DATA, cache, download)
 
 With no data anywhere it trains on a synthetic ratings table, and says so.
+--device cpu|cuda|emu picks where the model trains; --limit N keeps the first N ratings (quick runs).
+--distributed trains data-parallel: mpirun -n 2 python examples/collab.py --distributed.
 """
 import argparse
 import sys
@@ -45,25 +47,38 @@ def main(argv=None):
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("examples/output"), help="folder for item_pca.png")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N ratings (quick runs)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
 
     import minidl
     from minidl.collab import CollabDataLoaders, collab_learner, synthetic_ratings
+    from minidl.collab.core import read_movielens
 
+    if args.distributed:  # mpirun -n 2 python examples/collab.py --distributed; only rank 0 prints
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
     minidl.set_seed(args.seed)
     start = time.perf_counter()
     folder = find_movielens(args.data)
     if folder is not None:
-        dls = CollabDataLoaders.from_movielens(folder, valid_pct=0.2, seed=args.seed, bs=args.bs)
+        ratings = read_movielens(folder)
     else:
         ratings = synthetic_ratings(n_users=600, n_items=1000, density=0.1, seed=0)
-        dls = CollabDataLoaders.from_df(ratings, valid_pct=0.2, seed=args.seed, bs=args.bs)
+    if args.limit is not None:
+        ratings = ratings.iloc[:args.limit].reset_index(drop=True)
+    dls = CollabDataLoaders.from_df(ratings, valid_pct=0.2, seed=args.seed, bs=args.bs, device=args.device,
+                                    path=folder or ".")
     n_train, n_valid = len(dls.train.dataset), len(dls.valid.dataset)
     print(f"{n_train + n_valid:,} ratings ({n_valid:,} for validation) of {len(dls.classes[dls.user_name]) - 1:,} "
           f"users for {len(dls.classes[dls.item_name]) - 1:,} movies, from {folder or 'the synthetic table'}")
     dls.show_batch(5)
 
     learn = collab_learner(dls, n_factors=args.factors, y_range=(0, 5.5))
+    if args.distributed:
+        learn.to_distributed()
     learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
 
     lowest, highest = learn.top_biases(5)
@@ -71,8 +86,9 @@ def main(argv=None):
     print(lowest.to_string(index=False, float_format="%.3f"))
     print("\nHighest item bias (liked even by those who do not usually like their kind):")
     print(highest.to_string(index=False, float_format="%.3f"))
-    plot = learn.plot_item_pca(str(args.out / "item_pca.png"), n=50)
-    print(f"\nPCA of the movie factors: {plot}")
+    if minidl.distributed.is_main_process():
+        plot = learn.plot_item_pca(str(args.out / "item_pca.png"), n=50)
+        print(f"\nPCA of the movie factors: {plot}")
 
     preds, targets = learn.get_preds()
     mse = float(((preds.numpy() - targets.numpy()) ** 2).mean())

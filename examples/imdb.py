@@ -32,6 +32,8 @@ learnt nothing (README, "Reproduced results"); --full is the book's (400, 1152, 
 WikiText-103. --no-lm trains the classifier from random weights, for the comparison (one cycle at
 5e-3, the recipe that reached 0.8375 in PyTorch).
 --limit N (at most N reviews for training and validation, N for the test) makes a quick run.
+--device cuda trains on a GPU (emu: the CUDA kernels on the CPU); --distributed, under mpirun -n N, gives
+each rank a part of every batch (README, "Data-parallel training").
 """
 import argparse
 import os
@@ -192,7 +194,13 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, help="at most this many reviews to train and validate on, and to test")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="examples/output/imdb", help="folder for the encoder and the token cache")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
+    if args.distributed:  # rank 0 prints "world size: N" and writes the encoder; the other ranks stay quiet
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
     if args.epochs < 3 and args.gradual and not args.no_lm:
         parser.error("--epochs: gradual unfreezing needs at least 3 (the head, the last layer, everything)")
     settings = {k: getattr(args, k) or (FULL if args.full else SMALL)[k] for k in SMALL}
@@ -214,9 +222,11 @@ def main(argv=None):
     vocab = None
     if not args.no_lm:   # (a) the language model, on the training reviews' text (validated on the validation's)
         dls_lm = TextDataLoaders.from_texts(pool.review, splits=(train, valid), is_lm=True, bs=args.bs,
-                                            seq_len=args.bptt, seed=args.seed, cache=tokens)
+                                            seq_len=args.bptt, seed=args.seed, cache=tokens, device=args.device)
         lm = language_model_learner(dls_lm, AWD_LSTM, config=config, drop_mult=0.3, pretrained=args.full,
                                     path=args.out)
+        if args.distributed:
+            lm.to_distributed()
         if not all(p.requires_grad for p in lm.model.parameters()):   # WikiText-103 loaded, its LSTM frozen:
             lm.fit_one_cycle(1, 2e-2)                                 # the new words' embeddings first
             lm.unfreeze()
@@ -226,9 +236,11 @@ def main(argv=None):
 
     # (b) the classifier, with the language model's vocabulary and encoder
     dls = TextDataLoaders.from_texts(pool.review, pool.sentiment, splits=(train, valid), vocab=vocab, bs=args.bs,
-                                     seed=args.seed, cache=tokens, max_len=args.max_len)
+                                     seed=args.seed, cache=tokens, max_len=args.max_len, device=args.device)
     learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=0.5,
                                     pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out)
+    if args.distributed:
+        learn.to_distributed()
     if not args.no_lm:
         learn.load_encoder("imdb_encoder")
     if args.no_lm or not args.gradual:    # everything at once, at half the head's rate (5e-3 by default)

@@ -41,6 +41,10 @@ The wall times vary with what else the machine runs (the --train-bn run shared i
 
   --arch resnet18 --no-pretrained  the same training from random weights: what transfer learning buys
   --test DIR                        also the error rate on another folder of labelled photos
+  --distributed                     data parallel: mpirun -n 2 python examples/pets.py --distributed
+  --device cuda                     train on a GPU (emu: the CUDA kernels on the CPU, slow); decoding
+                                    threads: 2 beside the CPU kernels, most cores for a GPU (--workers)
+  --limit N                         N photos drawn at random (quick runs)
 Writes (to --out): batch.png, confusion_matrix.png, top_losses.png, first_layer_filters.png,
 feature_maps.png. The last line printed is ``error rate: 0.0125`` (or, with --test, the test's).
 """
@@ -55,6 +59,7 @@ import numpy as np
 from PIL import Image
 
 import minidl
+from minidl.data import decode_workers
 from minidl.data.external import DataNotFoundError, cache_dir, find_data
 from minidl.learn import error_rate
 from minidl.vision import (ClassificationInterpretation, FreezeBodyBnStats, ImageDataLoaders, Resize,
@@ -150,12 +155,21 @@ def main(argv=None):
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="fine_tune's base_lr (fastai's default)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workers", type=int, default=2, help="threads decoding the photos")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads decoding the photos (default: 2 on the CPU, most cores for a GPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--limit", type=int, default=None, help="use only N photos, drawn at random (quick runs)")
     parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=False,
                         help="fastai's default train_bn=True (batch norm trains while the body is frozen); "
                              "the default here: train_bn=False and FreezeBodyBnStats (see the docstring)")
     parser.add_argument("--out", default="examples/output/pets", help="folder for the PNGs")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
+    if args.distributed:  # rank 0 prints "world size: N" and writes the PNGs; the other ranks stay quiet
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
+    main_rank = minidl.distributed.is_main_process()
 
     folder = find_photos(args.data, download=args.download)
     if folder is None:
@@ -166,20 +180,28 @@ def main(argv=None):
               file=sys.stderr)
     start = time.perf_counter()  # after finding the photos: a first run's download is not training time
     files = [f for f in get_image_files(folder) if is_pet_photo(f)]
+    if args.limit is not None and args.limit < len(files):
+        pick = np.random.default_rng(args.seed).choice(len(files), args.limit, replace=False)
+        files = [files[i] for i in sorted(pick)]
     n_cats = sum(is_cat(f.name) for f in files)
     print(f"data: {folder}, {len(files)} photos ({n_cats} cats, {len(files) - n_cats} dogs)")
 
     minidl.set_seed(args.seed)
     dls = ImageDataLoaders.from_name_func(folder, files, is_cat, valid_pct=0.2, seed=args.seed,
-                                          item_tfms=Resize(args.size), bs=args.bs, num_workers=args.workers)
+                                          item_tfms=Resize(args.size), bs=args.bs, device=args.device,
+                                          num_workers=args.workers or decode_workers(args.device))
     # keep a pretrained body's batch norms on their ImageNet statistics (see the docstring); a body
     # trained from scratch has no statistics worth keeping
     frozen_bn = {"train_bn": False, "cbs": [FreezeBodyBnStats()]} if args.pretrained and not args.train_bn else {}
     learn = vision_learner(dls, ARCHS[args.arch], metrics=error_rate, pretrained=args.pretrained, path=args.out,
                            **frozen_bn)
+    if args.distributed:
+        learn.to_distributed()
     print(f"model: {args.arch} ({'ImageNet weights' if args.pretrained else 'random weights'}), "
-          f"{args.size} px, batch {args.bs}; train {len(dls.train.dataset)}, valid {len(dls.valid.dataset)}")
-    dls.show_batch(os.path.join(args.out, "batch.png"))
+          f"{args.size} px, batch {args.bs}; train {len(dls.train.dataset)}, valid {len(dls.valid.dataset)}; "
+          f"on {args.device!r}, {dls.train.num_workers} decoding threads")
+    if main_rank:
+        dls.show_batch(os.path.join(args.out, "batch.png"))
     if args.pretrained:
         learn.fine_tune(args.epochs, base_lr=args.lr)
     else:  # nothing to keep frozen: train everything (fastai's fit_one_cycle for a model from scratch)
@@ -187,11 +209,13 @@ def main(argv=None):
     train_time = time.perf_counter() - start
 
     interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(os.path.join(args.out, "confusion_matrix.png"))
-    interp.plot_top_losses(9, os.path.join(args.out, "top_losses.png"))
-    plot_first_layer_filters(learn.model, os.path.join(args.out, "first_layer_filters.png"))
-    x, _ = dls.valid.one_batch()
-    plot_feature_maps(learn.model[0], x[:1], dls.valid.decode(x[:1])[0], os.path.join(args.out, "feature_maps.png"))
+    if main_rank:
+        interp.plot_confusion_matrix(os.path.join(args.out, "confusion_matrix.png"))
+        interp.plot_top_losses(9, os.path.join(args.out, "top_losses.png"))
+        plot_first_layer_filters(learn.model, os.path.join(args.out, "first_layer_filters.png"))
+        x, _ = dls.valid.one_batch()
+        plot_feature_maps(learn.model[0], x[:1], dls.valid.decode(x[:1])[0],
+                          os.path.join(args.out, "feature_maps.png"))
     print(f"confusion matrix (rows: actual {dls.vocab}, columns: predicted):\n{interp.confusion_matrix()}")
     if dls.skipped:
         print(f"skipped {dls.skipped} unreadable files")

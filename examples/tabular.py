@@ -13,6 +13,9 @@ With none of them (offline), a synthetic stand-in with the same columns is used,
   --test PATH      train on all of adult.data and report accuracy on UCI's adult.test
   --all-columns    add sex, native-country, capital-gain, capital-loss and hours-per-week
                    (capital-gain/loss as log(1 + x): see heavy_tailed below)
+  --device DEVICE  cpu (default), cuda (a GPU) or emu (the CUDA kernels on the CPU)
+  --limit N        train and validate on the first N rows only (quick runs)
+  --distributed    data parallel: mpirun -n 2 python examples/tabular.py --distributed
 """
 import argparse
 import os
@@ -70,10 +73,19 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3, help="fastai's default learning rate")
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "emu"],
+                        help="where the batches and the model go (emu: the CUDA kernels on the CPU)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N rows (quick runs)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of mpirun -n N ... --distributed (README)")
     args = parser.parse_args(argv)
+    if args.distributed:  # rank 0 prints "world size: N"; the other ranks print nothing
+        minidl.distributed.init(device=args.device, only_rank0_prints=True)
 
     start = time.perf_counter()
     df, source = load_training_table(args.data)
+    if args.limit is not None:
+        df = df.iloc[:args.limit].reset_index(drop=True)
     cats, conts = CAT_NAMES[:], CONT_NAMES[:]
     if args.all_columns:
         cats, conts, df = cats + EXTRA_CATS, conts + EXTRA_CONTS, heavy_tailed(df)
@@ -82,9 +94,11 @@ def main(argv=None):
     minidl.set_seed(args.seed)
     dls = TabularDataLoaders.from_df(df, path=os.getcwd(), y_names="salary", cat_names=cats, cont_names=conts,
                                      procs=[Categorify, FillMissing, Normalize], bs=args.bs, seed=args.seed,
-                                     valid_pct=0.0 if args.test else 0.2)
+                                     valid_pct=0.0 if args.test else 0.2, device=args.device)
     dls.show_batch(3)
     learn = tabular_learner(dls, metrics=accuracy, lr=args.lr)
+    if args.distributed:
+        learn.to_distributed()
     learn.fit_one_cycle(args.epochs)
     print(f"wall time: {time.perf_counter() - start:.1f} s")
 
