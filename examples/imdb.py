@@ -167,6 +167,59 @@ def gradual_unfreezing(learn, epochs, lr):
     learn.fit_one_cycle(epochs - 2, rates)
 
 
+def ulmfit(pool, splits, config, settings, args, tokens, backwards=False):
+    """(a) the language model, on the training reviews' text (validated on the validation's), unless --no-lm;
+    (b) the classifier, with its vocabulary and encoder. ``backwards``: both read every review from its end."""
+    suffix = "_bwd" if backwards else ""
+    vocab = None
+    if not args.no_lm:
+        dls_lm = TextDataLoaders.from_texts(pool.review, splits=splits, is_lm=True, bs=args.bs, seq_len=args.bptt,
+                                            seed=args.seed, cache=tokens, device=args.device, backwards=backwards)
+        lm = language_model_learner(dls_lm, AWD_LSTM, config=config, drop_mult=0.3,
+                                    pretrained=args.full and not backwards, path=args.out)
+        if args.distributed:
+            lm.to_distributed()
+        if not all(p.requires_grad for p in lm.model.parameters()):   # WikiText-103 loaded, its LSTM frozen:
+            lm.fit_one_cycle(1, 2e-2)                                 # the new words' embeddings first
+            lm.unfreeze()
+        lm.fit_one_cycle(args.lm_epochs, settings["lm_lr"])
+        lm.save_encoder("imdb_encoder" + suffix)
+        vocab = dls_lm.vocab
+    dls = TextDataLoaders.from_texts(pool.review, pool.sentiment, splits=splits, vocab=vocab, bs=args.bs,
+                                     seed=args.seed, cache=tokens, max_len=args.max_len, device=args.device,
+                                     backwards=backwards)
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=0.5,
+                                    pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out)
+    if args.distributed:
+        learn.to_distributed()
+    if not args.no_lm:
+        learn.load_encoder("imdb_encoder" + suffix)
+    if args.no_lm or not args.gradual:    # everything at once, at half the head's rate (5e-3 by default)
+        learn.unfreeze()
+        learn.fit_one_cycle(args.epochs, args.lr / 2)
+    else:
+        gradual_unfreezing(learn, args.epochs, args.lr)
+    return learn
+
+
+def accuracy_of(learners, make_dl=None):
+    """The accuracy of the learners' mean probabilities on the validation set (or on ``make_dl(dls)``'s texts),
+    each learner reading them its own way (forwards, backwards); with one learner, its accuracy. Printed per
+    learner when there are several."""
+    probs = []
+    for learn in learners:
+        dl = make_dl(learn.dls) if make_dl is not None else None
+        p, y = learn.get_preds(dl=dl)
+        probs.append(p.numpy())
+        if len(learners) > 1:
+            name = "backwards" if learn.dls.backwards else "forwards"
+            print(f"  {name}: {'test' if make_dl else 'valid'} accuracy {float((p.numpy().argmax(1) == y.numpy()).mean()):.4f}")
+        if len(probs) > 1 and not np.array_equal(y.numpy(), targets):
+            raise RuntimeError("imdb: the two directions' loaders ordered the reviews differently")
+        targets = y.numpy()
+    return float((np.mean(probs, axis=0).argmax(1) == targets).mean())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="folder holding the reviews (default: $MINIDL_DATA, the cache, a download)")
@@ -188,6 +241,8 @@ def main(argv=None):
                                                              "layer, all)")
     parser.add_argument("--lm-lr", type=float, help=f"default {SMALL['lm_lr']}, --full {FULL['lm_lr']}")
     parser.add_argument("--lr", type=float, default=1e-2, help="the classifier's, for the head")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="ULMFiT's two models: the same again reading every review backwards, probabilities averaged")
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=72, help="tokens per window (language model) or chunk (classifier)")
     parser.add_argument("--max-len", type=int, default=400, help="the classifier reads a review's last MAX_LEN tokens")
@@ -219,39 +274,13 @@ def main(argv=None):
     start = time.perf_counter()
     minidl.set_seed(args.seed)
 
-    vocab = None
-    if not args.no_lm:   # (a) the language model, on the training reviews' text (validated on the validation's)
-        dls_lm = TextDataLoaders.from_texts(pool.review, splits=(train, valid), is_lm=True, bs=args.bs,
-                                            seq_len=args.bptt, seed=args.seed, cache=tokens, device=args.device)
-        lm = language_model_learner(dls_lm, AWD_LSTM, config=config, drop_mult=0.3, pretrained=args.full,
-                                    path=args.out)
-        if args.distributed:
-            lm.to_distributed()
-        if not all(p.requires_grad for p in lm.model.parameters()):   # WikiText-103 loaded, its LSTM frozen:
-            lm.fit_one_cycle(1, 2e-2)                                 # the new words' embeddings first
-            lm.unfreeze()
-        lm.fit_one_cycle(args.lm_epochs, settings["lm_lr"])
-        lm.save_encoder("imdb_encoder")
-        vocab = dls_lm.vocab
-
-    # (b) the classifier, with the language model's vocabulary and encoder
-    dls = TextDataLoaders.from_texts(pool.review, pool.sentiment, splits=(train, valid), vocab=vocab, bs=args.bs,
-                                     seed=args.seed, cache=tokens, max_len=args.max_len, device=args.device)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=0.5,
-                                    pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out)
-    if args.distributed:
-        learn.to_distributed()
-    if not args.no_lm:
-        learn.load_encoder("imdb_encoder")
-    if args.no_lm or not args.gradual:    # everything at once, at half the head's rate (5e-3 by default)
-        learn.unfreeze()
-        learn.fit_one_cycle(args.epochs, args.lr / 2)
-    else:
-        gradual_unfreezing(learn, args.epochs, args.lr)
+    directions = (False, True) if args.ensemble else (False,)
+    learners = [ulmfit(pool, (train, valid), config, settings, args, tokens, backwards) for backwards in directions]
     train_time = time.perf_counter() - start
 
-    valid_accuracy = learn.validate()[1]
-    test_accuracy = learn.validate(dl=dls.test_dl(test.review, test.sentiment, cache=tokens))[1]
+    valid_accuracy, test_accuracy = (accuracy_of(learners, dl) for dl in (
+        None, lambda dls: dls.test_dl(test.review, test.sentiment, cache=tokens)))
+    learn = learners[0]
     for text in EXAMPLES:
         label, _, probs = learn.predict(text)
         print(f"predict({text!r}): {label} ({float(probs.numpy().max()):.3f})")

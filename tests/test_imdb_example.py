@@ -66,6 +66,18 @@ def test_a_test_file_is_taken_out_of_the_pool(data, tmp_path, capsys):
     assert test_accuracy >= 0.8
 
 
+def test_the_ensemble_averages_a_forwards_and_a_backwards_classifier(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    valid_accuracy, test_accuracy = load().main(["--data", str(data), "--hold-out", "100", "--out", "out", "--no-lm",
+                                                 *SMALL, "--epochs", "3", "--ensemble"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in out) == 2                  # two classifiers trained
+    each = {line.split(":")[0].strip(): float(line.rsplit(" ", 1)[1]) for line in out if line.startswith("  ")}
+    assert set(each) == {"forwards", "backwards"} and min(each.values()) >= 0.8   # each read its own way, learnt
+    assert out[-2:] == [f"valid accuracy {valid_accuracy:.4f}", f"test accuracy {test_accuracy:.4f}"]
+    assert test_accuracy >= 0.8
+
+
 def test_bad_rows_and_missing_data_are_named(data, tmp_path):
     example = load()
     pd.DataFrame({"review": ["fine film", "awful"], "sentiment": ["positive", "meh"]}).to_csv(

@@ -173,3 +173,28 @@ def test_shards_of_two_ranks_interleave_back_into_each_batch(make):
     assert len(list(make(ids).shard(1, 2).new())) == len(whole)        # new(): the whole set again, to predict
     with pytest.raises(ValueError, match="rank must lie in"):
         make(ids).shard(2, 2)
+
+
+def test_backwards_loaders_read_every_text_from_its_end():
+    """ULMFiT's second model: the same batches with each text's ids reversed (the language model's stream too),
+    new texts (test_dl) numbered the same way, and the vocabulary unchanged."""
+    texts = ["the plot was superb", "a dull and tedious film", "superb", "tedious film"] * 3
+    labels = ["pos", "neg", "pos", "neg"] * 3
+    splits = (list(range(8)), list(range(8, 12)))
+    common = dict(splits=splits, bs=4, min_freq=1, seed=0)
+    fwd = TextDataLoaders.from_texts(texts, labels, **common)
+    bwd = TextDataLoaders.from_texts(texts, labels, backwards=True, **common)
+    assert bwd.backwards and not fwd.backwards and bwd.vocab.itos == fwd.vocab.itos
+    for dl_f, dl_b in ((fwd.valid, bwd.valid), (fwd.test_dl(texts[:4]), bwd.test_dl(texts[:4]))):
+        for (xf, *yf), (xb, *yb) in zip(dl_f, dl_b):
+            for row_f, row_b in zip(xf.numpy(), xb.numpy()):
+                words_f, words_b = row_f[row_f != 1], row_b[row_b != 1]         # padding (id 1) left out
+                assert list(words_b) == list(words_f[::-1]) and len(words_f) > 1
+            assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(yf, yb))
+    assert bwd.numericalize(["superb", "film"]) == fwd.numericalize(["film", "superb"])
+    lm_f = TextDataLoaders.from_texts(texts, is_lm=True, splits=splits, bs=2, seq_len=4, min_freq=1)
+    lm_b = TextDataLoaders.from_texts(texts, is_lm=True, splits=splits, bs=2, seq_len=4, min_freq=1, backwards=True)
+    stream_f = np.concatenate([x.numpy()[0] for x, _ in lm_f.valid])
+    stream_b = np.concatenate([x.numpy()[0] for x, _ in lm_b.valid])
+    first = fwd.vocab.numericalize(tokenize(texts[8]))
+    assert list(stream_b[:len(first)]) == first[::-1] and list(stream_f[:len(first)]) == first

@@ -235,9 +235,14 @@ class TextDataLoaders(DataLoaders):
     """Training and validation loaders of texts, for a language model (``is_lm``) or a classifier;
     ``vocab`` (a Vocab) numbers the tokens, ``classes`` the labels (classification)."""
 
-    def __init__(self, train, valid, vocab, classes=None, is_lm=False, device="cpu"):
+    def __init__(self, train, valid, vocab, classes=None, is_lm=False, device="cpu", backwards=False):
         super().__init__(train, valid, device=device)
-        self.vocab, self.classes, self.is_lm = vocab, classes, is_lm
+        self.vocab, self.classes, self.is_lm, self.backwards = vocab, classes, is_lm, backwards
+
+    def numericalize(self, tokens):
+        """A text's token ids, last token first when ``backwards`` (a model that reads the text from its end)."""
+        ids = self.vocab.numericalize(tokens)
+        return ids[::-1] if self.backwards else ids
 
     @property
     def c(self):
@@ -245,20 +250,21 @@ class TextDataLoaders(DataLoaders):
 
     @classmethod
     def from_texts(cls, texts, labels=None, splits=None, valid_pct=0.2, seed=None, is_lm=False, bs=64, seq_len=72,
-                   min_freq=3, max_vocab=60000, vocab=None, cache=None, device="cpu", max_len=None):
+                   min_freq=3, max_vocab=60000, vocab=None, cache=None, device="cpu", max_len=None, backwards=False):
         """The loaders of a list of texts (and labels), split by ``splits`` = (train, valid) indices or at
-        random; the vocabulary comes from the training texts (or is given: a language model's)."""
+        random; the vocabulary comes from the training texts (or is given: a language model's).
+        ``backwards``: every text read from its last token to its first (ULMFiT's second model)."""
         tokens = tokenize_texts(texts, cache)
         train_idx, valid_idx = splits if splits is not None else RandomSplitter(valid_pct, seed)(len(tokens))
         if vocab is None:
             vocab = Vocab.from_tokens([tokens[i] for i in train_idx], min_freq=min_freq, max_vocab=max_vocab)
-        ids = [vocab.numericalize(t) for t in tokens]
+        ids = [t[::-1] if backwards else t for t in (vocab.numericalize(t) for t in tokens)]
         pad = vocab.stoi[PAD]
         if is_lm:
             def make(idx, train):
                 return LMDataLoader([ids[i] for i in idx], bs, seq_len, shuffle=train, seed=seed, device=device)
             return cls(make(train_idx, True), make(valid_idx, False) if len(valid_idx) else None, vocab,
-                       is_lm=True, device=device)
+                       is_lm=True, device=device, backwards=backwards)
         if labels is None:
             raise ValueError("TextDataLoaders: a classifier needs labels (or is_lm=True for a language model)")
         labels = list(labels)
@@ -275,13 +281,13 @@ class TextDataLoaders(DataLoaders):
             return TextClassLoader([ids[i] for i in idx], [y[i] for i in idx], bs, shuffle=train, seed=seed,
                                    device=device, pad_id=pad, max_len=max_len)
         return cls(make(train_idx, True), make(valid_idx, False) if len(valid_idx) else None, vocab, classes,
-                   device=device)
+                   device=device, backwards=backwards)
 
     def test_dl(self, texts, labels=None, cache=None):
         """A classifier's loader of new texts (and their labels, to score on: ``learn.validate(dl=...)``),
         numbered with this vocabulary and these classes, batched as the validation set is. A label the
         classifier does not know is an error naming the texts that carry it."""
-        ids = [self.vocab.numericalize(t) for t in tokenize_texts(texts, cache, what="test text")]
+        ids = [self.numericalize(t) for t in tokenize_texts(texts, cache, what="test text")]
         y = None
         if labels is not None:
             labels = list(labels)

@@ -123,7 +123,7 @@ class TextLearner(Learner):
     def predict(self, text):
         """A classifier's answer for one text: (label, class index, probabilities); a language model's
         probabilities of the next token after ``text``."""
-        ids = self.dls.vocab.numericalize(tokenize(text))
+        ids = self.dls.numericalize(tokenize(text))
         x = tensor(np.array([ids], dtype=np.int64), device=self.dls.device)
         self.model.eval()
         self.model.reset()
