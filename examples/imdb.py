@@ -31,6 +31,8 @@ cores); --gradual is ULMFiT's gradual unfreezing instead, which after a language
 learnt nothing (README, "Reproduced results"); --full is the book's (400, 1152, 3 layers) from
 WikiText-103. --no-lm trains the classifier from random weights, for the comparison (one cycle at
 5e-3, the recipe that reached 0.8375 in PyTorch).
+--ensemble trains a second model that reads every review backwards (its own language model too) and
+averages the two models' probabilities, as ULMFiT does.
 --limit N (at most N reviews for training and validation, N for the test) makes a quick run.
 --device cuda trains on a GPU (emu: the CUDA kernels on the CPU); --distributed, under mpirun -n N, gives
 each rank a part of every batch (README, "Data-parallel training").
