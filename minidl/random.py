@@ -2,6 +2,9 @@
 
 Drawing on the host and copying to the device means a seed gives the same
 initialisation on "cpu" and on a GPU, so runs on different devices can be compared.
+Dropout, which needs new numbers every step, draws one number here, a seed, and each
+device makes the mask from it with the same counter-based generator (numpy_ref.dropout_mask):
+nothing is copied to a GPU, and the masks are still the same on every device.
 """
 import contextlib
 import threading

@@ -526,3 +526,31 @@ def test_clamp_backward_matches_reference(shape, dtype, seed, layout, bounds):
     ref = numpy_ref.clamp_backward(g, x, lo, hi)
     assert out.shape == ref.shape and out.dtype == dtype
     np.testing.assert_array_equal(out, ref)
+
+
+# ---------------------------------------------------------------- dropout masks (SplitMix64, as on the GPU)
+
+@settings(max_examples=40)
+@given(n=st.sampled_from([0, 1, 7, 1000, (1 << 16) + 3]), dtype=dtypes, p=st.sampled_from([0.0, 0.1, 0.5, 0.75, 0.99]),
+       seed=st.integers(0, 2 ** 64 - 1), threads=st.sampled_from([1, 2]))
+def test_dropout_mask_matches_reference(n, dtype, p, seed, threads):
+    """Bit for bit the reference's mask, whatever the thread count (each element's number is its own)."""
+    previous = cpu.get_num_threads()
+    cpu.set_num_threads(threads)
+    try:
+        out = cpu.dropout_mask((n,), p, seed, dtype)
+    finally:
+        cpu.set_num_threads(previous)
+    ref = numpy_ref.dropout_mask((n,), p, seed, dtype)
+    assert out.dtype == dtype and out.shape == (n,)
+    np.testing.assert_array_equal(out, ref)
+    assert set(np.unique(out)) <= {0, dtype(1 / (1 - p))}
+
+
+def test_dropout_mask_drops_about_p_independently():
+    """About p of the elements dropped, neighbours uncorrelated, and a new seed a new mask."""
+    m = cpu.dropout_mask((400, 500), 0.3, seed=7)
+    kept = m != 0
+    assert abs(1 - kept.mean() - 0.3) < 0.005
+    assert abs(np.corrcoef(kept[:, :-1].ravel(), kept[:, 1:].ravel())[0, 1]) < 0.01
+    assert (kept != (cpu.dropout_mask((400, 500), 0.3, seed=8) != 0)).mean() > 0.3

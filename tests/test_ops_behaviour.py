@@ -34,6 +34,20 @@ def test_dropout_gradient_flows_only_through_kept_values():
     np.testing.assert_array_equal(x.grad.numpy()[~kept], 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_draws_the_same_mask_on_every_device(dtype):
+    """One seed from minidl's generator, the mask made where the tensor lives (a GPU copies nothing from the
+    host): the same seed gives the same mask on cpu and on the CUDA kernels (emu), in float32 and float64."""
+    masks = []
+    for device in ("cpu", "emu"):
+        minidl.manual_seed(5)
+        x = minidl.ones(3, 1000, dtype=dtype, device=device)
+        masks.append(F.dropout(x, 0.4).numpy())
+    assert masks[0].dtype == dtype
+    np.testing.assert_array_equal(masks[0], masks[1])
+    np.testing.assert_allclose(np.unique(masks[0]), [0, 1 / 0.6], rtol=1e-7 if dtype == np.float64 else 1e-6)
+
+
 def test_batch_norm_running_statistics_follow_pytorch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

@@ -380,6 +380,8 @@ MINIDL_KERNEL(relu_backward, (const T* grad, const T* y, T* dx, index_t n),
               "dx = grad where y > 0, else 0 (elementwise.cpp)");
 MINIDL_KERNEL(clamp_backward, (const T* grad, const T* x, T* dx, index_t n, T lo, T hi),
               "dx = grad where lo <= x <= hi, else 0 (elementwise.cpp)");
+MINIDL_KERNEL(dropout_mask, (T* out, index_t n, std::uint64_t seed, T p, T scale),
+              "out[i] = scale where SplitMix64's uniform number for (seed, i) is >= p, else 0 (elementwise.cpp)");
 
 // ------------------------------------------------------------------ the module
 

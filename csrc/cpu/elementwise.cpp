@@ -1,12 +1,14 @@
-// csrc/cpu/elementwise.cpp — the backward of ReLU and of clamp (ReLU6), float32 and float64.
+// csrc/cpu/elementwise.cpp — the backward of ReLU and of clamp (ReLU6), and dropout's mask; float32 and float64.
 //
 // What:   relu_backward:  dx[i] = g[i] if y[i] > 0 else 0            (y = relu(x), saved by the forward)
 //         clamp_backward: dx[i] = g[i] if lo <= x[i] <= hi else 0    (ReLU6 is clamp(x, 0, 6): EfficientNet)
+//         dropout_mask:   out[i] = scale if u_i >= p else 0, u_i = SplitMix64(seed, i) (csrc/cuda/elementwise.cu's
+//                         dropout_mask_f32, bit for bit: one seed gives the same mask on every device)
 // FLOPs:  none (one or two compares and one select per element).
 // Bytes:  sizeof(T) * n * (2 reads + 1 write).
 // Threads: OpenMP, one contiguous piece per thread, for n >= 64K.
-// Reference: `relu_backward` in minidl/backend/numpy_ref.py
-// Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "relu or clamp"
+// Reference: `relu_backward`, `clamp_backward`, `dropout_mask` in minidl/backend/numpy_ref.py
+// Test:   .venv/bin/python -m pytest -q tests/test_cpu_kernels.py -k "relu or clamp or dropout"
 // Bench:  .venv/bin/python -m benchmarks.bench_ops
 //
 // Why a kernel for one line of numpy: `np.where(y > 0, g, 0)` makes a bool temporary,
@@ -20,6 +22,8 @@
 // does three times (on EfficientNet-Lite0's feature maps one such numpy add took 2.6-3.9x the
 // time of a whole pass of scale, shift and ReLU6): channel_affine in batchnorm.cpp does batch
 // norm and the activation after it in one pass.
+#include <cstdint>
+
 #include "kernels.h"
 
 
@@ -72,6 +76,16 @@ void in_pieces(index_t n, Piece piece) {
     for (int t = 0; t < threads; ++t) piece(n * t / threads, n * (t + 1) / threads);
 }
 
+// A counter-based random number: SplitMix64's finaliser of seed + (i + 1) * golden ratio, so element i's
+// number needs no other element's (any thread, any order). Its top 24 bits over 2^24 are exact in a float.
+inline float splitmix64_uniform(std::uint64_t seed, index_t i) {
+    std::uint64_t z = seed + std::uint64_t(i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
 }  // namespace
 
 template <typename T>
@@ -85,5 +99,15 @@ void clamp_backward(const T* g, const T* x, T* dx, index_t n, T lo, T hi) {
     in_pieces(n, [=](index_t i0, index_t i1) { clamp_backward_piece_best(g + i0, x + i0, dx + i0, i1 - i0, lo, hi); });
 }
 MINIDL_FLOAT_KERNEL(clamp_backward)
+
+// p is compared as a float whatever T is, as the CUDA kernel does: the same elements are dropped.
+template <typename T>
+void dropout_mask(T* out, index_t n, std::uint64_t seed, T p, T scale) {
+    const float p32 = float(p);
+    in_pieces(n, [=](index_t i0, index_t i1) {
+        for (index_t i = i0; i < i1; ++i) out[i] = splitmix64_uniform(seed, i) >= p32 ? scale : T(0);
+    });
+}
+MINIDL_FLOAT_KERNEL(dropout_mask)
 
 }  // namespace minidl

@@ -496,6 +496,16 @@ def relu_backward(grad, y):
     return dx
 
 
+def dropout_mask(shape, p, seed, dtype=np.float32):
+    """numpy_ref.dropout_mask in C++ (csrc/cpu/elementwise.cpp): SplitMix64 per element, as on the GPU."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        return numpy_ref.dropout_mask(shape, p, seed, dtype)
+    out = np.empty(shape, dtype)
+    _C.dropout_mask(out, out.size, int(seed) % 2 ** 64, p, 1 / (1 - p))
+    return out
+
+
 def clamp_backward(grad, x, lo, hi):
     """numpy_ref.clamp_backward in C++ (csrc/cpu/elementwise.cpp): ReLU6's backward in EfficientNet."""
     if not (_same_float(grad, x) and grad.shape == x.shape):

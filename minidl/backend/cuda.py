@@ -183,14 +183,17 @@ class ElementwiseHost:
     """csrc/cuda/elementwise.cu: unary math and broadcasting binary arithmetic, one kernel each with an op code."""
     KERNELS = ("dropout_mask",)  # (and every op of UNARY and BINARY: see CudaKernels.namespace)
 
-    def dropout_mask(self, shape, p, seed):
-        """A float32 array of ``shape``: 1 / (1 - p) where kept, 0 where dropped; element i is kept when
-        u_i >= p, u_i the uniform number SplitMix64 gives for (seed, i) (elementwise.cu dropout_mask_f32).
-        Made on the device: no random numbers drawn on the host and copied over. 0 <= p < 1."""
+    def dropout_mask(self, shape, p, seed, dtype=F32):
+        """An array of ``shape``: 1 / (1 - p) where kept, 0 where dropped; element i is kept when u_i >= p,
+        u_i the uniform number SplitMix64 gives for (seed, i) (elementwise.cu dropout_mask_f32; numpy_ref's
+        dropout_mask is the same, bit for bit). Made on the device: no random numbers drawn on the host and
+        copied over. 0 <= p < 1; float64 keeps the float32 kernel's choice of elements."""
         out = self.xp.empty(tuple(shape), F32)
         if out.size:
             self.launch_1d("elementwise", "dropout_mask_f32", out.size,
                            (out, i64(out.size), np.uint64(int(seed) % 2 ** 64), f32(p), f32(1 / (1 - p))))
+        if np.dtype(dtype) != F32:
+            return self.xp.where(out != 0, 1 / (1 - p), 0.0).astype(dtype)
         return out
 
     def unary(self, op, x):

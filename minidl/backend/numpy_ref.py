@@ -94,6 +94,22 @@ def clamp_backward(grad, x, lo, hi):
     return np.where(inside, grad, 0).astype(grad.dtype, copy=False)
 
 
+def dropout_mask(shape, p, seed, dtype=np.float32):
+    """An array of ``shape`` and ``dtype``: 1 / (1 - p) where an element is kept, 0 where it is dropped.
+    Element i is kept when u_i >= p, u_i in [0, 1) the top 24 bits of SplitMix64's output for
+    seed + (i + 1) * 0x9E3779B97F4A7C15, over 2**24: a counter-based generator, so every element's
+    number is its own (a GPU thread makes it from (seed, i) alone) and one seed gives the same mask
+    on every device. p is compared in float32, as the CUDA kernel does."""
+    n = math.prod(shape)
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as it does in C
+        z = np.uint64(seed % 2 ** 64) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    u = (z >> np.uint64(40)).astype(np.float32) * np.float32(1 / 2 ** 24)
+    return np.where(u >= np.float32(p), 1 / (1 - p), 0.0).astype(dtype).reshape(shape)
+
+
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 

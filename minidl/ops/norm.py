@@ -1,7 +1,7 @@
 """Batch normalization and dropout: the two ops that behave differently in training."""
 from .. import random
 from ..autograd import Function
-from ..tensor import ones, zeros
+from ..tensor import Tensor, ones, zeros
 from .elementwise import relu, relu6
 
 # The activations batch_norm can apply to its output (fused into the same pass in evaluation mode),
@@ -99,5 +99,8 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1:
         return x * 0
-    keep = random.rand(*x.shape, dtype=x.dtype, device=x.device) >= p
-    return x * (keep.to(x.dtype) / (1 - p))
+    # One number drawn on the host, the seed; the mask is made where x lives (a GPU draws no numbers on the
+    # host and copies nothing over), and one seed gives the same mask on every device.
+    seed = int(random.generator().integers(2 ** 63))
+    mask = x.backend.dropout_mask(x.shape, p, seed, x.dtype)
+    return x * Tensor._make(mask, x.device)
