@@ -333,8 +333,8 @@ def test_embedding(device, n_ids, dim, vocab):
 def test_embedding_2d_ids_and_out_of_range(be):
     weight, ids = randn(5, 3), np.array([[0, 4], [4, 4]])
     close(back(be, be.embedding(on(be, weight), on(be, ids))), weight[ids])
-    with pytest.raises(IndexError, match=r"\[0, 4\]"):
-        be.embedding(on(be, weight), on(be, np.array([5])))
+    assert np.isnan(back(be, be.embedding(on(be, weight), on(be, np.array([5]))))).all()  # (the op's check:
+                                                                                           # test_deferred.py)
 
 
 def test_scatter_add_glue(be):

@@ -3,8 +3,8 @@
 // embedding_gather       out[i, d] = weight[ids[i], d]             for i < n_ids, d < D
 // embedding_scatter_add  dweight[ids[i], d] += grad[i, d]          (dweight zeroed by the host)
 //   An id outside [0, V) is never followed out of the table: the gather writes NaN for it, the
-//   scatter-add skips it. (The host checks the forward's ids once, with one (min, max) copy to the
-//   host, and raises a readable error; the backward's ids are the same, so it does not check again.)
+//   scatter-add skips it. (The readable error comes from the host, which queues a check of the ids'
+//   min and max and reads it with the next values it reads anyway: minidl/deferred.py.)
 //   Two ids may name the same row, so two threads may add to one element at once:
 //   atomicAdd makes each addition indivisible. (The order of the additions, and so
 //   the last bits of a float sum, can differ from run to run.)

@@ -101,11 +101,11 @@ def dropout_mask(shape, p, seed, dtype=np.float32):
     number is its own (a GPU thread makes it from (seed, i) alone) and one seed gives the same mask
     on every device. p is compared in float32, as the CUDA kernel does."""
     n = math.prod(shape)
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as it does in C
-        z = np.uint64(seed % 2 ** 64) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
+    # uint64 arrays wrap around on overflow, as C's unsigned integers do (and numpy says nothing)
+    z = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed % 2 ** 64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
     u = (z >> np.uint64(40)).astype(np.float32) * np.float32(1 / 2 ** 24)
     return np.where(u >= np.float32(p), 1 / (1 - p), 0.0).astype(dtype).reshape(shape)
 

@@ -22,6 +22,8 @@ import re
 
 import numpy as np
 
+from ..nn.utils import clip_grad_norm_
+
 
 class CancelFitException(Exception):
     """Stop training altogether (after_cancel_fit, after_fit still run)."""
@@ -114,7 +116,7 @@ def read_numbers(tensors):
     (detached) and read together, once per epoch or when someone asks (lr_find, every batch).
     """
     if all(on_host(t) for t in tensors):
-        return [float(t.data.reshape(())) for t in tensors]
+        return [float(t.item()) for t in tensors]
     from ..ops.shape import stack
     return [float(v) for v in stack([t.reshape(()) for t in tensors]).numpy().tolist()]
 
@@ -178,6 +180,20 @@ class TerminateOnNaN(Callback):
             f"\nTry: a lower learning rate ({lr}learn.lr_find() suggests one), inputs and "
             f"targets without NaN or inf (check the data), a loss that suits the targets. To train on "
             f"regardless: learn.remove_cbs(learn.terminate_on_nan).")
+
+
+class GradientClip(Callback):
+    """fastai's GradientClip: before each step, the gradients of the trained parameters scaled down so their
+    total norm is at most ``max_norm`` (minidl.nn.clip_grad_norm_). Text learners use it (max_norm 0.1 as
+    fastai's RNN learners did): one batch of long reviews can otherwise throw an LSTM far off."""
+    def __init__(self, max_norm=1.0, norm_type=2.0):
+        self.max_norm, self.norm_type = max_norm, norm_type
+
+    def before_step(self):
+        """Clip the gradients of the parameters the optimizer will step (data parallel: the averaged ones)."""
+        params = [p for group in self.opt.param_groups for p in group["params"] if p.grad is not None]
+        if params:
+            clip_grad_norm_(params, self.max_norm, self.norm_type)
 
 
 class ParamScheduler(Callback):

@@ -5,10 +5,10 @@ and an (N, C) classifier use the same loss), and know how to turn raw outputs in
 probabilities (``activation``) and decisions (``decodes``), which Learner.predict and
 get_preds use.
 """
-import numpy as np
 
 from . import functional as F
-from ..tensor import tensor
+from ..ops.elementwise import clamp, where
+from ..tensor import zeros
 from .module import Module
 
 
@@ -25,17 +25,16 @@ class CrossEntropyLoss(Module):
         nothing: their loss is multiplied by 0 and the mean is over the others, as PyTorch's. A
         batch with nothing but such rows has loss 0 (PyTorch's gives nan)."""
         if self.ignore_index is not None:
-            ids = target.numpy()
-            kept = ids != self.ignore_index
-            if not kept.all():
-                # every row's loss (an ignored row scored against class 0), then the ignored ones zeroed:
-                # cheaper than gathering the kept rows of an (N*H*W, C) input and scattering back
-                losses = F.cross_entropy(input, tensor(np.where(kept, ids, 0), device=target.device),
-                                         reduction="none", label_smoothing=self.label_smoothing)
-                losses = losses * tensor(kept.astype(losses.dtype), device=losses.device)
-                if self.reduction == "none":
-                    return losses
-                return losses.sum() / max(int(kept.sum()), 1) if self.reduction == "mean" else losses.sum()
+            # every row's loss (an ignored row scored against class 0), then the ignored ones zeroed: cheaper
+            # than gathering the kept rows of an (N*H*W, C) input, and all of it where the data is (a GPU
+            # waits for no count on the host)
+            kept = target != self.ignore_index
+            losses = F.cross_entropy(input, where(kept, target, zeros((), dtype=target.dtype, device=target.device)),
+                                     reduction="none", label_smoothing=self.label_smoothing)
+            losses = losses * kept.to(losses.dtype)
+            if self.reduction == "none":
+                return losses
+            return losses.sum() / clamp(kept.to(losses.dtype).sum(), min=1) if self.reduction == "mean" else losses.sum()
         return F.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 

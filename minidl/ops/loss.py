@@ -1,4 +1,5 @@
 """Loss functions: how wrong the model is, as one number to minimise."""
+from .. import deferred
 from ..autograd import Function
 from ..tensor import Tensor, is_float
 from .elementwise import as_tensors, broadcast_shape
@@ -25,9 +26,8 @@ def _check_targets(op, logits, target):
         raise ValueError(f"{op}: needs inputs of shape (N, C) and targets of shape (N,), got "
                          f"{logits.shape} and {target.shape}")
     C = logits.shape[1]
-    if target.numel() and not (0 <= int(target.data.min()) and int(target.data.max()) < C):
-        raise IndexError(f"{op}: targets must be class indices in [0, {C - 1}], got values in "
-                         f"[{int(target.data.min())}, {int(target.data.max())}]")
+    deferred.index_check(op, target, C, lambda low, high: f"{op}: targets must be class indices in [0, {C - 1}], "
+                                                          f"got values in [{low}, {high}]")
 
 
 def nll_loss(log_probs, target, reduction="mean"):

@@ -7,6 +7,7 @@ of squeeze here and of every reduction in reduce.py.
 """
 import math
 
+from .. import deferred
 from ..autograd import Function
 from ..backend import get_backend
 from ..tensor import Tensor, _raw_index
@@ -320,9 +321,8 @@ def embedding(ids, weight):
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be an integer tensor, not {ids.dtype}; use ids.long()")
     n = weight.shape[0]
-    if ids.numel() and not (0 <= int(ids.data.min()) and int(ids.data.max()) < n):
-        raise IndexError(f"embedding: ids range over [{int(ids.data.min())}, {int(ids.data.max())}], "
-                         f"but the table has {n} rows (valid ids: 0 to {n - 1})")
+    deferred.index_check("embedding", ids, n, lambda low, high: f"embedding: ids range over [{low}, {high}], but the "
+                                                               f"table has {n} rows (valid ids: 0 to {n - 1})")
     return Embedding.apply(weight, ids)
 
 
