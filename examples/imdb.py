@@ -49,7 +49,7 @@ import pandas as pd
 import minidl
 from minidl.data import RandomSplitter
 from minidl.data.external import DataNotFoundError, cache_dir, find_data
-from minidl.learn import accuracy
+from minidl.learn import GradientClip, accuracy
 from minidl.text.data import TextDataLoaders, read_text_file
 from minidl.text.learner import language_model_learner, text_classifier_learner
 from minidl.text.models import AWD_LSTM
@@ -191,7 +191,8 @@ def ulmfit(pool, splits, config, settings, args, tokens, backwards=False):
                                      seed=args.seed, cache=tokens, max_len=args.max_len, device=args.device,
                                      backwards=backwards)
     learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=0.5,
-                                    pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out)
+                                    pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out,
+                                    cbs=[GradientClip(args.clip)] if args.clip else None)
     if args.distributed:
         learn.to_distributed()
     if not args.no_lm:
@@ -245,6 +246,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-2, help="the classifier's, for the head")
     parser.add_argument("--ensemble", action="store_true",
                         help="ULMFiT's two models: the same again reading every review backwards, probabilities averaged")
+    parser.add_argument("--clip", type=float, help="the classifier's gradients clipped to this total norm")
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=72, help="tokens per window (language model) or chunk (classifier)")
     parser.add_argument("--max-len", type=int, default=400, help="the classifier reads a review's last MAX_LEN tokens")

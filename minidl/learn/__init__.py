@@ -1,7 +1,7 @@
 """Training: the Learner, its callbacks, metrics and the learning-rate finder."""
 from .callback import (Callback, CancelBackwardException, CancelBatchException, CancelEpochException,  # noqa: F401
                        CancelFitException, CancelStepException, CancelTrainException, CancelValidateException,
-                       EarlyStoppingCallback, NonFiniteLossError, ParamScheduler, SaveModelCallback,
+                       EarlyStoppingCallback, GradientClip, NonFiniteLossError, ParamScheduler, SaveModelCallback,
                        TerminateOnNaN, TrackerCallback, TrainEvalCallback)
 from .learner import Learner, trainable_params  # noqa: F401
 from .lr_find import LRFinder, SuggestedLRs, minimum, steep, suggest, valley  # noqa: F401

@@ -12,3 +12,4 @@ from .losses import (BCEWithLogitsLoss, BCEWithLogitsLossFlat, CrossEntropyLoss,
 from .module import Hook, Module, Parameter, RemovableHandle, hook_outputs  # noqa: F401
 from .rnn import LSTM  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: F401
+from .utils import clip_grad_norm_  # noqa: F401
