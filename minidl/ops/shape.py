@@ -295,8 +295,8 @@ def gather(x, dim, index):
     axis = _dim("gather", dim, x.ndim)
     if any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
         raise ValueError(f"gather: index {index.shape} is larger than the input {x.shape} outside dim {dim}")
-    if index.numel() and not (0 <= int(index.data.min()) and int(index.data.max()) < x.shape[axis]):
-        raise IndexError(f"gather: index values must be in [0, {x.shape[axis] - 1}] for dim {dim} of {x.shape}")
+    deferred.index_check("gather", index, x.shape[axis], lambda low, high: f"gather: index values must be in "
+                         f"[0, {x.shape[axis] - 1}] for dim {dim} of {x.shape}, got values in [{low}, {high}]")
     return Gather.apply(x, index, axis=axis)
 
 

@@ -62,14 +62,15 @@ class Perplexity(Metric):
         self.total, self.count = 0.0, 0
 
     def accumulate(self, preds, targets):
-        """Add this batch's summed per-token loss and its number of tokens."""
+        """Add this batch's summed per-token loss (kept where the loss is: a GPU copies nothing to the host
+        per batch) and its number of tokens."""
         n = targets.numel()
-        self.total += float(CrossEntropyLossFlat()(preds, targets).item()) * n
+        self.total = self.total + CrossEntropyLossFlat()(preds, targets).detach() * n
         self.count += n
 
     @property
     def value(self):
-        return math.exp(self.total / self.count) if self.count else None
+        return math.exp(float(self.total) / self.count) if self.count else None
 
 
 def awd_lstm_lm_split(model):
