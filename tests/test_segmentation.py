@@ -177,6 +177,29 @@ def test_pixel_metrics_count_over_the_whole_set_and_leave_void_out():
     assert foreground_acc(minidl.tensor(scores), minidl.tensor(targets), bkg_idx=3) == pytest.approx(4 / 6)
 
 
+def test_pixel_metrics_on_a_device_count_there_and_read_once(monkeypatch):
+    """On "emu" (cuda's host code) the counts stay on the device: no copy to the host per batch, the same values."""
+    from minidl.backend import get_backend
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, (3, 6, 7))
+    targets[0, :2] = 255                                                # void, outside the classes
+    scores = rng.standard_normal((3, 4, 6, 7))
+    results = []
+    for device in ("cpu", "emu"):
+        metrics = PixelAccuracy(ignore_index=255), JaccardCoeffMulti(ignore_index=255), DiceMulti(ignore_index=255)
+        backend, reads = get_backend(device), []
+        monkeypatch.setattr(backend, "to_numpy", lambda a, f=backend.to_numpy: reads.append(1) or f(a))
+        for m in metrics:
+            m.reset()
+            for k in range(3):
+                m.accumulate(minidl.tensor(scores[k:k + 1], device=device), minidl.tensor(targets[k:k + 1], device=device))
+        assert device == "cpu" or reads == []
+        results.append([m.value for m in metrics] + [metrics[1].per_class])
+        monkeypatch.undo()
+    assert results[0][:3] == pytest.approx(results[1][:3], rel=1e-12)
+    np.testing.assert_array_equal(results[0][3], results[1][3])
+
+
 # ---------------------------------------------------------------------- hooks and the U-Net
 def test_forward_hooks_see_replace_and_go():
     layer = nn.Linear(3, 2)

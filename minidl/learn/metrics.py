@@ -9,6 +9,7 @@ A plain function ``fn(preds, targets) -> tensor`` passed to the Learner becomes 
 import numpy as np
 
 from ..autograd import no_grad
+from ..tensor import Tensor
 
 
 class Metric:
@@ -139,19 +140,35 @@ def foreground_acc(preds, targets, bkg_idx=0, axis=1):
     return float((decided[keep] == targets[keep]).mean()) if keep.any() else 0.0
 
 
+def _bincount(xp, ids, weights, n):
+    """How many of ``ids`` (where ``weights`` is True) are 0, 1, ..., n - 1 (ids >= n are not counted)."""
+    return xp.bincount(ids, weights=weights.astype(np.float64), minlength=n)[:n]
+
+
 class _PixelCounts(Metric):
     """Counts over every pixel of the validation set (not per-batch means), optionally leaving out
-    the pixels whose target is ``ignore_index`` (a void class). Predictions: scores (N, C, H, W)."""
+    the pixels whose target is ``ignore_index`` (a void class). Predictions: scores (N, C, H, W).
+    The counts are kept where the predictions are (numpy, or CuPy on a GPU: no copy per batch) and
+    read once, by ``value``."""
 
     def __init__(self, ignore_index=None, axis=1):
         self.ignore_index, self.axis = ignore_index, axis
 
-    def _pairs(self, preds, targets):
-        decided, targets = preds.argmax(dim=self.axis).numpy().ravel(), targets.numpy().ravel()
-        if self.ignore_index is not None:
-            keep = targets != self.ignore_index
-            decided, targets = decided[keep], targets[keep]
-        return decided, targets, preds.shape[self.axis]
+    def _counts(self, preds, targets):
+        """(per-class counts of the kept pixels' predictions, of their targets, of the pixels right), as arrays
+        of the predictions' device: bincounts weighted by "kept" (no boolean indexing, which on a GPU waits
+        to learn the result's size)."""
+        n, backend = preds.shape[self.axis], preds.backend
+        xp = getattr(backend, "xp", np)
+        decided, targets = preds.argmax(dim=self.axis).data.ravel(), targets.data.ravel()
+        kept = (targets != self.ignore_index) if self.ignore_index is not None else xp.ones(targets.shape, bool)
+        right = kept & (decided == targets)
+        return (_bincount(xp, decided, kept, n), _bincount(xp, targets, kept, n), _bincount(xp, targets, right, n),
+                preds.device)
+
+    @staticmethod
+    def _read(array, device):
+        return Tensor._make(array, device).numpy()
 
 
 class PixelAccuracy(_PixelCounts):
@@ -160,17 +177,19 @@ class PixelAccuracy(_PixelCounts):
 
     def reset(self):
         """right = seen = 0."""
-        self.right, self.seen = 0, 0
+        self.right, self.seen, self.device = 0, 0, None
 
     def accumulate(self, preds, targets):
         """Count this batch's pixels and how many the arg-max got right."""
-        decided, targets, _ = self._pairs(preds, targets)
-        self.right += int(np.sum(decided == targets))
-        self.seen += len(targets)
+        _, seen, right, self.device = self._counts(preds, targets)
+        self.right, self.seen = self.right + right.sum(), self.seen + seen.sum()
 
     @property
     def value(self):
-        return self.right / self.seen if self.seen else None
+        if self.device is None:
+            return None
+        right, seen = (float(self._read(v, self.device)) for v in (self.right, self.seen))
+        return right / seen if seen else None
 
 
 class JaccardCoeffMulti(_PixelCounts):
@@ -183,18 +202,26 @@ class JaccardCoeffMulti(_PixelCounts):
 
     def reset(self):
         """Zero the per-class intersection and union counts."""
-        self.inter, self.union = None, None
+        self.counts, self.device = None, None
 
     def accumulate(self, preds, targets):
-        """Add this batch's per-class intersections and unions."""
-        decided, targets, n = self._pairs(preds, targets)
-        if self.inter is None:
-            self.inter, self.union = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        inter = np.bincount(targets[decided == targets], minlength=n)[:n]
-        self.inter += inter
-        self.union += np.bincount(decided, minlength=n)[:n] + np.bincount(targets, minlength=n)[:n] - inter
-        if self.ignore_index is not None and 0 <= self.ignore_index < n:  # void is not a class to score
-            self.inter[self.ignore_index] = self.union[self.ignore_index] = 0
+        """Add this batch's per-class predictions, targets and intersections."""
+        *counts, self.device = self._counts(preds, targets)
+        self.counts = counts if self.counts is None else [a + b for a, b in zip(self.counts, counts)]
+
+    @property
+    def inter(self):
+        """Per class: the pixels predicted c whose target is c."""
+        return self._read(self.counts[2], self.device).astype(np.int64)
+
+    @property
+    def union(self):
+        """Per class: the pixels predicted c or whose target is c (void's own class, if in range, scores 0)."""
+        predicted, target = (self._read(c, self.device).astype(np.int64) for c in self.counts[:2])
+        union = predicted + target - self.inter
+        if self.ignore_index is not None and 0 <= self.ignore_index < len(union):  # void is not a class to score
+            union[self.ignore_index] = 0
+        return union
 
     @property
     def per_class(self):
@@ -203,7 +230,7 @@ class JaccardCoeffMulti(_PixelCounts):
 
     @property
     def value(self):
-        return None if self.inter is None or not (self.union > 0).any() else float(np.nanmean(self.per_class))
+        return None if self.counts is None or not (self.union > 0).any() else float(np.nanmean(self.per_class))
 
 
 class DiceMulti(JaccardCoeffMulti):
