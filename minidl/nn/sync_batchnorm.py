@@ -37,7 +37,7 @@ class SyncBatchNorm(BatchNorm2d):
         C, axes = x.shape[1], (0,) + tuple(range(2, x.ndim))
         count = full((1,), x.numel() // C, dtype=x.dtype, device=x.device)
         total = distributed.sum_over_ranks(cat([x.sum(dim=axes), (x * x).sum(dim=axes), count]))
-        M = int(total[2 * C].item())
+        M = total[2 * C]  # the values per channel over all ranks (kept on the device: no read per forward)
         mean = total[:C] / M
         var = total[C:2 * C] / M - mean * mean
         view = (1, C) + (1,) * (x.ndim - 2)
