@@ -190,7 +190,7 @@ def ulmfit(pool, splits, config, settings, args, tokens, backwards=False):
     dls = TextDataLoaders.from_texts(pool.review, pool.sentiment, splits=splits, vocab=vocab, bs=args.bs,
                                      seed=args.seed, cache=tokens, max_len=args.max_len, device=args.device,
                                      backwards=backwards)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=0.5,
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=args.bptt, config=config, drop_mult=args.drop_mult,
                                     pretrained=False, metrics=accuracy, max_len=args.max_len, path=args.out,
                                     cbs=[GradientClip(args.clip)] if args.clip else None)
     if args.distributed:
@@ -246,6 +246,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-2, help="the classifier's, for the head")
     parser.add_argument("--ensemble", action="store_true",
                         help="ULMFiT's two models: the same again reading every review backwards, probabilities averaged")
+    parser.add_argument("--drop-mult", type=float, default=0.5, help="the classifier's dropouts x this (fastai's knob)")
     parser.add_argument("--clip", type=float, help="the classifier's gradients clipped to this total norm")
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=72, help="tokens per window (language model) or chunk (classifier)")

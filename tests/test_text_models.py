@@ -122,3 +122,34 @@ def test_ulmfit_a_language_model_then_a_classifier_on_its_encoder(tmp_path):
     stranger = text_classifier_learner(other, AWD_LSTM, config=SMALL, pretrained=False, path=tmp_path)
     with pytest.raises(ValueError, match="enc was trained with another vocabulary"):
         stranger.load_encoder("enc")
+
+
+@pytest.mark.parametrize("is_lm", [True, False])
+def test_rnn_regularizer_adds_ar_and_tar_to_the_gradient_not_to_the_recorded_loss(tmp_path, is_lm):
+    """fastai's TextLearner defaults (alpha 2, beta 1): the loss backward sees is the recorded loss plus
+    2 * mean(out^2) + 1 * mean((raw[:, t+1] - raw[:, t])^2), computed here from the outputs the head kept."""
+    from minidl.learn import Callback
+    from minidl.text.learner import RNNRegularizer
+    df = toy_reviews(64)
+    kw = dict(is_lm=True, seq_len=12) if is_lm else {}
+    dls = TextDataLoaders.from_df(df, valid_col="is_valid", bs=8, min_freq=1, seed=0, **kw)
+    make = language_model_learner if is_lm else text_classifier_learner
+    seen = []
+
+    class Look(Callback):
+        order = 5  # after the regularizer (0) in after_loss
+
+        def after_loss(self):
+            if self.training:
+                raw, out = self.model[-1].rnn_outputs
+                raw, out = raw.detach().numpy(), out.detach().numpy()
+                want = 2 * (out ** 2).mean() + ((raw[:, 1:] - raw[:, :-1]) ** 2).mean()
+                seen.append((float(self.loss_grad.item()) - float(self.loss.item()), want))
+                raise minidl.learn.CancelFitException
+    learn = make(dls, AWD_LSTM, config=SMALL, pretrained=False, path=tmp_path, cbs=[Look()])
+    assert any(isinstance(cb, RNNRegularizer) for cb in learn.cbs)
+    learn.fit(1)
+    (extra, want), = seen
+    assert want > 1e-4 and extra == pytest.approx(want, rel=1e-4)
+    plain = make(dls, AWD_LSTM, config=SMALL, pretrained=False, path=tmp_path, alpha=0, beta=0)
+    assert not any(isinstance(cb, RNNRegularizer) for cb in plain.cbs)

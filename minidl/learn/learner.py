@@ -119,18 +119,20 @@ class Learner:
         self.pred = self.model(*self.xb)
         self("after_pred")
         if self.yb:
-            self.loss = self.loss_func(self.pred, *self.yb)
+            # loss is what the Recorder records; loss_grad is what backward differentiates: the same, unless a
+            # callback adds a penalty to it in after_loss (RNNRegularizer), as fastai has them
+            self.loss = self.loss_grad = self.loss_func(self.pred, *self.yb)
             self("after_loss")
         if not self.training or not self.yb:
             return
-        self._with_events(self.loss.backward, "backward", CancelBackwardException)
+        self._with_events(self.loss_grad.backward, "backward", CancelBackwardException)
         self._with_events(self.opt.step, "step", CancelStepException)
         self.opt.zero_grad()
 
     def _all_batches(self):
         for self.iter, batch in enumerate(self.dl):
             self.xb, self.yb = tuple(batch[:self.n_inputs]), tuple(batch[self.n_inputs:])
-            self.pred = self.loss = None  # set by the batch, unless a callback cancels it first
+            self.pred = self.loss = self.loss_grad = None  # set by the batch, unless a callback cancels it first
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _do_epoch_train(self):

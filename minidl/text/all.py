@@ -18,7 +18,7 @@ from ..data import RandomSplitter, URLs, untar_data
 from ..learn import Learner, accuracy, error_rate
 from .core import Vocab, tokenize
 from .data import TextDataLoaders
-from .learner import Perplexity, TextLearner, language_model_learner, text_classifier_learner
+from .learner import Perplexity, RNNRegularizer, TextLearner, language_model_learner, text_classifier_learner
 from .models import AWD_LSTM
 
 __all__ = [
@@ -26,5 +26,5 @@ __all__ = [
     "untar_data", "URLs", "RandomSplitter",                               # data
     "TextDataLoaders", "Vocab", "tokenize",
     "AWD_LSTM", "text_classifier_learner", "language_model_learner",     # the model and its learners
-    "TextLearner", "Learner", "accuracy", "error_rate", "Perplexity",
+    "TextLearner", "RNNRegularizer", "Learner", "accuracy", "error_rate", "Perplexity",
 ]

@@ -33,7 +33,7 @@ from .core import tokenize
 from .models import AWD_LSTM, get_language_model, get_text_classifier
 from .pretrained import pretrained_state
 
-__all__ = ["ModelResetter", "Perplexity", "TextLearner", "language_model_learner", "text_classifier_learner",
+__all__ = ["ModelResetter", "Perplexity", "RNNRegularizer", "TextLearner", "language_model_learner", "text_classifier_learner",
            "awd_lstm_lm_split", "awd_lstm_clas_split"]
 
 
@@ -73,6 +73,31 @@ class Perplexity(Metric):
         return math.exp(float(self.total) / self.count) if self.count else None
 
 
+class RNNRegularizer(Callback):
+    """AR and TAR (Merity et al. 2017), as fastai's TextLearner adds them: in training, the loss that backward
+    differentiates (``loss_grad``; the recorded loss stays the plain one) gets
+
+        alpha * mean(out ** 2)                       activation regularisation: small outputs
+        beta * mean((raw[:, t+1] - raw[:, t]) ** 2)  temporal activation regularisation: slowly changing ones
+
+    ``out`` the last LSTM layer's outputs after the decoder's dropout, ``raw`` before it (a classifier's head
+    has no dropout there: both are the encoder's outputs); the model's last part keeps them (``rnn_outputs``)."""
+    def __init__(self, alpha=2.0, beta=1.0):
+        self.alpha, self.beta = alpha, beta
+
+    def after_loss(self):
+        """Add the penalties to loss_grad."""
+        outputs = getattr(self.model[-1], "rnn_outputs", None)
+        if not self.training or outputs is None:
+            return
+        raw, out = outputs
+        if self.alpha:
+            self.learn.loss_grad = self.learn.loss_grad + self.alpha * (out * out).mean()
+        if self.beta and raw.shape[1] > 1:
+            step = raw[:, 1:] - raw[:, :-1]
+            self.learn.loss_grad = self.learn.loss_grad + self.beta * (step * step).mean()
+
+
 def awd_lstm_lm_split(model):
     """Groups of a language model: each LSTM layer, then the embedding with the decoder (its weight is the
     embedding's own, so it is listed once, with the decoder's bias)."""
@@ -90,10 +115,13 @@ def awd_lstm_clas_split(model):
 
 class TextLearner(Learner):
     """A Learner for AWD-LSTMs: fastai's lower momentum for them (0.8 -> 0.7 -> 0.8 over a cycle, where
-    other models get 0.95 -> 0.85 -> 0.95), the encoder saved and loaded apart, and predict on a text."""
+    other models get 0.95 -> 0.85 -> 0.95), AR and TAR (RNNRegularizer(alpha, beta); 0 turns one off), the
+    encoder saved and loaded apart, and predict on a text."""
 
-    def __init__(self, dls, model, moms=(0.8, 0.7, 0.8), **kwargs):
+    def __init__(self, dls, model, alpha=2.0, beta=1.0, moms=(0.8, 0.7, 0.8), **kwargs):
         super().__init__(dls, model, moms=moms, **kwargs)
+        if alpha or beta:
+            self.add_cbs(RNNRegularizer(alpha, beta))
 
     def save_encoder(self, name):
         """Save the AWD-LSTM encoder's weights (the part a classifier reuses) to path/model_dir/name.ckpt."""

@@ -135,8 +135,11 @@ class LinearDecoder(nn.Module):
         self.output_dp = RNNDropout(output_p)
 
     def forward(self, x):
-        """(batch, time, n_hid) -> (batch, time, n_out) scores."""
-        return self.decoder(self.output_dp(x))
+        """(batch, time, n_hid) -> (batch, time, n_out) scores. In training, keeps (x, its dropped-out copy) as
+        ``rnn_outputs`` for the RNNRegularizer (fastai's decoder returns them beside the scores)."""
+        dropped = self.output_dp(x)
+        self.rnn_outputs = (x, dropped) if self.training else None
+        return self.decoder(dropped)
 
 
 class SequentialRNN(nn.Sequential):
@@ -213,8 +216,10 @@ class PoolingLinearClassifier(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, encoded):
-        """(outputs, mask) of the SentenceEncoder -> class scores (batch, n_classes)."""
+        """(outputs, mask) of the SentenceEncoder -> class scores (batch, n_classes). In training, keeps the
+        encoder's outputs as ``rnn_outputs`` for the RNNRegularizer (both its raw and its dropped-out ones)."""
         output, mask = encoded
+        self.rnn_outputs = (output, output) if self.training else None
         return self.layers(masked_concat_pool(output, mask))
 
 
