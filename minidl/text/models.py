@@ -232,5 +232,5 @@ def get_text_classifier(vocab_sz, n_class, seq_len=72, config=None, drop_mult=1.
     output_p = config.pop("output_p")
     encoder = SentenceEncoder(seq_len, AWD_LSTM(vocab_sz, **config), pad_idx=pad_idx, max_len=max_len)
     dims = [config["emb_sz"] * 3] + list(lin_ftrs) + [n_class]
-    head = PoolingLinearClassifier(dims, [output_p] + [p * drop_mult for p in ps])
+    head = PoolingLinearClassifier(dims, [output_p] + list(ps))  # (fastai scales output_p by drop_mult, not ps)
     return SequentialRNN(encoder, head)
