@@ -50,7 +50,7 @@ demo: $(STAMP)
 	$(PY) examples/collab.py --device $(DEVICE)
 	$(PY) examples/pets.py --device $(DEVICE)
 	$(PY) examples/camvid.py --size 96 --freeze-epochs 1 --epochs 3 --device $(DEVICE)
-	$(PY) examples/imdb.py --no-lm --device $(DEVICE)
+	$(PY) examples/imdb.py --no-lm --ensemble --device $(DEVICE)
 	$(PY) examples/bytes_as_images.py --device $(DEVICE)
 
 # On a machine with an NVIDIA GPU: the driver and toolkit, the GPU tests (MINIDL_REQUIRE_GPU=1),

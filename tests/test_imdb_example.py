@@ -38,11 +38,12 @@ def data(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("schedule", ["--gradual", "--no-gradual"])
+@pytest.mark.parametrize("schedule", [["--gradual", "--lr", "5e-2"],  # (its later groups train at lr / 2 / 2.6^k)
+                                      ["--no-gradual"]])
 def test_ulmfit_on_pooled_reviews_with_a_held_out_test_set(data, tmp_path, capsys, monkeypatch, schedule):
     monkeypatch.chdir(tmp_path)
     valid_accuracy, test_accuracy = load().main(["--data", str(data), "--hold-out", "100", "--out", "out", *SMALL,
-                                                 schedule])
+                                                 *schedule])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].endswith("630 distinct reviews: 424 to train on, 106 to validate, 100 to test (held out)")
     assert "epoch       train_loss  valid_loss  accuracy    perplexity  time" in out    # (a) the language model
