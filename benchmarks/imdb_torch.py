@@ -13,6 +13,10 @@ defaults, the embedding U(-0.1, 0.1)). Training is learn.unfreeze(); learn.fit_o
 TextLearner: AdamW (betas (0.9, 0.99), eps 1e-5, decoupled weight decay 0.01, none on parameters named
 "*bias" nor on batch norm's), lr cosine from lr/25 up over 25% then down to lr/1e5, beta1 0.8 -> 0.7 -> 0.8.
 torch is a dependency of this script only, never of minidl.
+
+It found (benchmarks/NOTES.md, "IMDb from random weights: minidl or the recipe?") that the twin agrees with
+minidl to 1e-13 and that, without AR/TAR, PyTorch's runs on these batches did not take off either. Its
+defaults are those runs' (drop_mult 0.5, AR and TAR off); minidl's TextLearner has AR and TAR on since.
 """
 import argparse
 import math
@@ -34,7 +38,7 @@ BETA2, EPS = 0.99, 1e-5
 
 def build_data(seed=42, limit=None, cache=None):
     """(dls, test_dl) exactly as examples/imdb.py --no-lm builds them (hold-out 1200, valid 0.2, bs 32)."""
-    os.environ.setdefault("MINIDL_DATA", "/work/shared/data")
+    os.environ.setdefault("MINIDL_DATA", str(ROOT.parent / "shared" / "data"))
     sys.path.insert(0, str(ROOT / "examples"))
     import imdb
     from minidl.data import RandomSplitter
@@ -211,16 +215,22 @@ def train(torch, args):
     opt = make_opt(torch, model)
     F = torch.nn.functional
     n_batches, epochs = len(dls.train), args.epochs
+    short = len(dls.train.texts) % BS != 0
+    if args.drop_last and short:   # fastai's training loader drops its last, incomplete batch (drop_last=shuffle)
+        n_batches -= 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); data seed {args.seed}, torch seed "
           f"{args.torch_seed}; {sum(q.numel() for q in model.parameters())} parameters; AR alpha {args.alpha}, "
-          f"TAR beta {args.beta}")
+          f"TAR beta {args.beta}; drop_last {args.drop_last}")
     print(f"{'epoch':>5} {'train_loss':>10} {'(mean)':>8} {'valid_loss':>10} {'accuracy':>8} {'time':>7}")
     smooth, count = 0.0, 0
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
         losses = []
-        for it, (x, y) in enumerate(torch_batches(torch, dls.train, epoch)):
+        batches = torch_batches(torch, dls.train, epoch)
+        if args.drop_last:
+            batches = ((x, y) for x, y in batches if len(y) == BS)
+        for it, (x, y) in enumerate(batches):
             set_hypers(opt, *one_cycle_at(min((epoch + it / n_batches) / epochs, 1.0)))
             encoded = model[0](x)
             loss = F.cross_entropy(model[1](encoded), y)
@@ -369,6 +379,8 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.0, help="AR (fastai's RNNRegularizer alpha: 2); default off, "
                         "as the minidl runs that gave 0.80 valid / 0.82 test")
     parser.add_argument("--beta", type=float, default=0.0, help="TAR (fastai's RNNRegularizer beta: 1); default off")
+    parser.add_argument("--drop-last", action="store_true", help="skip the training set's last, incomplete batch "
+                        "(fastai's default; minidl keeps it: 1669 reviews give a batch of 5)")
     parser.add_argument("--check", action="store_true", help="parity with minidl in float64, then stop")
     args = parser.parse_args(argv)
     if args.torch_seed is None:
