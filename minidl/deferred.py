@@ -5,8 +5,8 @@ host until every kernel queued before has run, and a training step would wait li
 times per batch (the targets, every chunk's token ids). So on a device ("cuda", and "emu", which
 runs cuda's host code) the min and max are computed where the values are and the check is queued
 here (``index_check``); ``run_pending()`` reads every queued min and max in one copy and raises the
-first failed check's error. Every read of a device tensor's values (Tensor.numpy, and so item,
-tolist, float) runs it first, so the error comes before any number it would explain: at the latest
+first failed check's error. Every read of a device's values (its backend's to_numpy: Tensor.numpy,
+item, tolist, float) runs it first, so the error comes before any number it would explain: at the latest
 when the Learner reads its losses (TerminateOnNaN: every 16 batches), or after MAX_PENDING checks.
 Until then the kernels never follow a bad index out of memory: they write NaN instead
 (csrc/cuda/embedding.cu, softmax.cu). On "cpu" the check runs at once.

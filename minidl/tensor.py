@@ -18,7 +18,6 @@ import numbers
 import numpy as np
 
 from . import autograd
-from . import deferred
 from .backend import get_backend
 
 float32, float64, int64, bool_ = np.dtype("float32"), np.dtype("float64"), np.dtype("int64"), np.dtype("bool")
@@ -144,8 +143,6 @@ class Tensor:
         values for backward, and an edit it cannot see would give a silently wrong gradient
         (PyTorch refuses ``.numpy()`` there). ``t.detach().numpy()`` is writable: editing it is a
         choice made outside autograd, as editing the array given to ``from_numpy`` is."""
-        if self.device != "cpu":
-            deferred.run_pending()  # an index check's error comes before any number it would explain
         array = self.backend.to_numpy(self.data)
         if self.requires_grad and array.flags.writeable and isinstance(self.data, np.ndarray):
             array = array.view()

@@ -53,7 +53,7 @@ def test_on_a_device_the_error_comes_at_the_next_read(device, monkeypatch):
     with pytest.raises(IndexError, match=r"embedding: ids range over \[-1, 7\], but the table has 6 rows.*\n"
                                          r"\(On a device this check waits for the next read of values"):
         loss.item()                         # any read of values: the embedding's error, before the loss
-    assert len(reads) == 1 and not deferred._pending   # both checks read in one copy, the queue emptied
+    assert reads == [(), (4,)] and not deferred._pending  # the loss's read began with both checks, in one copy
     assert np.isnan(out.numpy()[1:]).all()             # the kernel wrote NaN, it read nothing out of the table
     assert np.isfinite(loss.item())                     # the good check passed; reads go on
 
@@ -90,7 +90,8 @@ def test_a_training_step_reads_nothing_back(device, monkeypatch):
         opt.zero_grad()
     assert reads == []
     loss.item()
-    assert reads == [(12,), ()]     # the three steps' six checks (a min and a max each) in one copy, then the loss
+    assert reads == [(), (12,)]     # the loss's read, which first reads the three steps' six checks (a min and a
+                                    # max each) in one copy
 
 
 def test_checks_are_read_after_max_pending_even_without_a_read(monkeypatch):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import deferred
 from . import numpy_ref
 from .kernel_types import activation_code, conv_geometry, pool_geometry
 
@@ -870,13 +871,19 @@ HOSTS = (ElementwiseHost, ReduceHost, SoftmaxHost, MatmulHost, ConvHost, PoolHos
 class CudaKernels(Launcher, *HOSTS):
     """The host code of every CUDA kernel, for one device (see the module docstring)."""
 
+    def to_numpy(self, a):
+        """A device array's values on the host (waiting for the kernels queued before). The index checks still
+        queued (minidl/deferred.py) are read first, so their error comes before any number it would explain."""
+        deferred.run_pending()
+        return self.xp.asnumpy(a) if hasattr(self.xp, "asnumpy") else np.asarray(a)
+
     def namespace(self):
         """The backend: numpy_ref's names, each bound to a kernel here or to the glue."""
         kernels = dict(self.glue)
         xp = self.xp
         kernels.update(
             name=self.name, xp=xp,
-            to_numpy=getattr(xp, "asnumpy", np.asarray),
+            to_numpy=self.to_numpy,
             **{op: (lambda x, op=op: self.unary(op, x)) for op in UNARY},
             **{op: (lambda a, b, op=op: self.binary(op, a, b)) for op in BINARY},
             **{op: (lambda x, axis=None, keepdims=False, op=op: self.reduce(op, x, axis, keepdims))
