@@ -35,9 +35,9 @@ WikiText-103. --no-lm trains the classifier from random weights, for the compari
 averages the two models' probabilities, as ULMFiT does. `--no-lm --ensemble` is the recipe that
 reaches 0.83 on the held-out reviews (README, "Reproduced results").
 --drop-mult scales the classifier's dropouts: 0.5 after a language model (the book's value for a
-pretrained encoder), 1.0 from random weights, chosen on validation: at 0.5 a classifier trained from
-random weights stayed at chance in some runs (a training loss of 0.69 for the whole cycle), at 1.0
-every one took off in its first two epochs.
+pretrained encoder), 1.0 from random weights, chosen on validation: at 0.5 classifiers trained from
+random weights stayed at chance (a training loss of 0.69 for the whole cycle) or took off late in 6
+of 10 runs, at 1.0 all 4 took off in their first two epochs (README, "Reproduced results").
 --limit N (at most N reviews for training and validation, N for the test) makes a quick run.
 --device cuda trains on a GPU (emu: the CUDA kernels on the CPU); --distributed, under mpirun -n N, gives
 each rank a part of every batch (README, "Data-parallel training").
